@@ -1,0 +1,60 @@
+"""Fixtures shared by the whole suite: the real data folder and small models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+ALPACA_EVAL = SHARED_DATA / "alpaca-eval-annotations"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(
+            f"the real data folder {SHARED_DATA} is missing; check out shared/ beside the repo"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real SmolLM2-135M-Instruct, converted from the packaged GGUF once per cache."""
+    from cringe_core.models.loading import SMOLLM2_ALIAS, resolve_model_path
+
+    return Path(resolve_model_path(SMOLLM2_ALIAS))
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    """A randomly initialised two-layer Llama with SmolLM2's tokenizer and chat template.
+
+    Small enough for a training step in well under a second, yet it tokenizes real data
+    exactly as the real model does.
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-policy")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

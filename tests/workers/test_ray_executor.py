@@ -1,0 +1,85 @@
+"""The Ray executor on a token-authenticated local head: idempotent submit and cancel."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.executor import ExecutionState, ExecutorUnavailable, Launch
+from tests.conftest import ALPACA_EVAL
+from tests.workers.service_process import free_port
+from workers.ray_executor import LocalRayHead, RayExecutor, submission_id
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayHead]:
+    ray_head = LocalRayHead(Path("/tmp") / f"cr{free_port()}", num_cpus=2,
+                            dashboard_port=free_port())
+    ray_head.start()
+    yield ray_head
+    ray_head.stop()
+
+
+def _launch(tmp_path: Path, policy: Path) -> Launch:
+    spec = {
+        "kind": "train", "model": {"name": str(policy)},
+        "dataset": {"path": str(ALPACA_EVAL / "FuseChat-Llama-3.2-3B-Instruct.json.gz"),
+                    "max_rows": 24, "max_invalid_fraction": 0.9},
+        "training": {"max_steps": 10_000, "batch_size": 2, "micro_batch_size": 1,
+                     "max_length": 96},
+    }
+    return Launch(job_id="job_test1", attempt=1, kind="train", resolved_spec=spec,
+                  output_dir=tmp_path, resume=False, worker_token="not-checked")
+
+
+def _wait(executor: RayExecutor, handle: str, state: ExecutionState, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while executor.status(handle).state is not state:
+        assert time.monotonic() < deadline, executor.status(handle)
+        time.sleep(1)
+
+
+def test_submit_twice_then_cancel(
+    head: LocalRayHead, tmp_path: Path, tiny_policy_path: Path
+) -> None:
+    executor = RayExecutor(head.address, "http://127.0.0.1:9", env=head.env)
+    launch = _launch(tmp_path, tiny_policy_path)
+    # A fresh head refuses jobs until its job agent is up; the dispatcher retries the same.
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            first = executor.submit(launch)
+            break
+        except ExecutorUnavailable:
+            assert time.monotonic() < deadline
+            time.sleep(2)
+    second = executor.submit(launch)
+    assert first == second == submission_id("job_test1", 1)
+    jobs = [job for job in executor._jobs().list_jobs() if job.submission_id == first]
+    assert len(jobs) == 1
+
+    from ray.util.state import list_actors, list_placement_groups
+
+    def alive_actors() -> list[str]:
+        # The driver's Ray job id exists only once the driver runs, so read it each time.
+        job_id = executor._jobs().get_job_info(first).job_id
+        actors = list_actors(address=head.address, filters=[("state", "=", "ALIVE")])
+        return [a.class_name for a in actors if a.job_id == job_id]
+
+    # Cancel only once the TorchTrainer's workers exist, so there is something to clean up.
+    deadline = time.monotonic() + 180
+    while not any("RayTrainWorker" in name for name in alive_actors()):
+        assert executor.status(first).state is ExecutionState.RUNNING, executor.status(first)
+        assert time.monotonic() < deadline, alive_actors()
+        time.sleep(1)
+    executor.cancel(first)
+    _wait(executor, first, ExecutionState.EXITED, 120)
+
+    assert alive_actors() == []
+    job_id = executor._jobs().get_job_info(first).job_id
+    groups = [g for g in list_placement_groups(address=head.address)
+              if g.state != "REMOVED" and g.creator_job_id == job_id]
+    assert groups == []

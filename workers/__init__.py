@@ -1,0 +1,1 @@
+"""The Ray execution side: data-parallel training, reward scoring, rounds, reporting."""

@@ -1,0 +1,135 @@
+"""Streams a training run's progress to the service while Ray Train runs it.
+
+Rank 0 writes `metrics.jsonl`, `checkpoints/step-N/` and one line per start of the worker
+group in `worker_group_starts.jsonl` under the run folder (storage every node sees).
+This thread polls those files from the attempt's driver and reports what is new: metric
+points and progress, resumable checkpoints, and a `worker_group_restarted` event when
+Ray Train replaced a failed worker group; the job's phase is `recovering` from then until
+the new group logs a step past the checkpoint it resumed from. The report client keys
+every write, so a step a restarted group trains again is not sent twice.
+
+Reporting from the driver rather than from rank 0 keeps the buffer of unsent reports
+alive when a training worker is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from workers.logs import stamped
+from workers.report_client import ReportClient
+
+log = stamped(__name__)
+
+WORKER_GROUP_STARTS_FILE = "worker_group_starts.jsonl"
+_CHECKPOINT_PREFIX = "step-"
+
+
+def record_worker_group_start(output_dir: Path, resume_step: int | None) -> None:
+    """Append one line for a start of the worker group (rank 0 calls it)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / WORKER_GROUP_STARTS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"resume_step": resume_step}) + "\n")
+
+
+class ProgressTail:
+    def __init__(self, client: ReportClient, output_dir: Path, total_steps: int,
+                 round_index: int = 0, interval_s: float = 1.0) -> None:
+        self.client = client
+        self.output_dir = output_dir
+        self.total_steps = total_steps
+        self.round_index = round_index
+        self.interval_s = interval_s
+        self._reported_steps: set[int] = set()
+        self._checkpoints: set[str] = set()
+        self._starts_seen = 0
+        self._first_start = 0  # index of this attempt's first start in the file
+        # Set while a restarted worker group has not yet trained past this step.
+        self._recovering_from: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress-tail", daemon=True)
+
+    def __enter__(self) -> ProgressTail:
+        # Starts from earlier attempts are not restarts of this one.
+        self._starts_seen = len(self._read_lines(WORKER_GROUP_STARTS_FILE))
+        self._first_start = self._starts_seen
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.poll()  # what the last interval wrote
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll()
+            except (OSError, ValueError) as error:  # a file mid-write; read it next time
+                log.info("progress not read this time: %s", error)
+
+    def poll(self) -> None:
+        self._report_restarts()
+        self._report_metrics()
+        self._report_checkpoints()
+
+    def _read_lines(self, name: str) -> list[dict[str, Any]]:
+        path = self.output_dir / name
+        if not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        # Only whole lines: the writer may be in the middle of the last one.
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def _report_metrics(self) -> None:
+        newest = None
+        for line in self._read_lines("metrics.jsonl"):
+            step = int(line["step"])
+            if step in self._reported_steps:
+                continue
+            self._reported_steps.add(step)
+            self.client.metrics(step, line["metrics"], iteration=self.round_index)
+            newest = max(step, newest or 0)
+        if newest is None:
+            return
+        phase = None
+        if self._recovering_from is not None and newest > self._recovering_from:
+            phase, self._recovering_from = "train", None  # training moves on again
+        self.client.status("running", phase=phase, step=newest, total_steps=self.total_steps,
+                           round_index=self.round_index or None)
+
+    def _report_checkpoints(self) -> None:
+        root = self.output_dir / "checkpoints"
+        if not root.is_dir():
+            return
+        for path in sorted(root.iterdir()):
+            if not (path.is_dir() and path.name.startswith(_CHECKPOINT_PREFIX)):
+                continue  # staging folders start with a dot and are renamed when complete
+            if path.name in self._checkpoints:
+                continue
+            self._checkpoints.add(path.name)
+            step = int(path.name[len(_CHECKPOINT_PREFIX):])
+            self.client.checkpoint(step, "resumable", str(path),
+                                   round_index=self.round_index or None)
+
+    def _report_restarts(self) -> None:
+        starts = self._read_lines(WORKER_GROUP_STARTS_FILE)
+        for number, start in enumerate(starts[self._starts_seen:], self._starts_seen):
+            if number == self._first_start:
+                continue  # this attempt's first start of the group is not a recovery
+            resume_step = start.get("resume_step")
+            log.warning("the worker group restarted (start %d), resuming from step %s",
+                        number + 1, resume_step)
+            self.client.status("running", phase="recovering", step=resume_step,
+                               round_index=self.round_index or None)
+            self.client.event(
+                "worker_group_restarted",
+                f"a training worker failed; Ray Train restarted the worker group from the "
+                f"checkpoint at step {resume_step}",
+                step=number, level="warning", data={"resume_step": resume_step},
+            )
+            self._recovering_from = resume_step or 0
+        self._starts_seen = max(self._starts_seen, len(starts))
