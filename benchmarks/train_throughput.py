@@ -4,7 +4,7 @@ Every contender trains SmolLM2-135M-Instruct on the same AlpacaEval judgement pa
 the same batch size, max length, precision and thread count, for `--warmup-steps` and
 then `--steps` timed optimizer steps. Each run is a fresh Python process, so its peak
 memory (the process's maximum resident set, or CUDA's peak allocation on a GPU) is its
-own; the contenders alternate, the order rotating every repeat.
+own. The contenders alternate, and the order rotates every repeat.
 
 Contenders:
   trl_dpo              TRL DPOTrainer, sigmoid loss, live reference model (TRL's default)
@@ -149,8 +149,8 @@ def run_ours(args: argparse.Namespace, device: torch.device, workdir: Path) -> d
     pairs, _ = load_pairs(tokenizer, args.rows, args.max_length)
     check_enough_pairs(args, len(pairs))
 
-    # The reference precompute is a one-off cost, timed apart: the trainer finds the file
-    # written here exactly as a resumed run finds its cached log-probs.
+    # The reference precompute is a one-off cost and is timed apart. The trainer then finds
+    # the file written here, as a resumed run finds its cached log-probs.
     precompute_s = None
     if args.child == "dpo":
         policy = load_policy(ModelSpec(name=MODEL_ALIAS), device)
