@@ -13,10 +13,10 @@ import pytest
 from cringe_core.spec import IterateJobSpec, parse_spec
 from tests.conftest import ALPACA_EVAL, SHARED_DATA
 from tests.tiny_models import save_tiny_llama_reward
-from workers.iterate import IteratePipeline, first_unfinished, round_paths
+from workers.iterate import IteratePipeline, NullObserver, first_unfinished, round_paths
 
 
-class Recorder:
+class Recorder(NullObserver):
     def __init__(self) -> None:
         self.phases: list[tuple[int, str]] = []
         self.iterations: dict[int, dict[str, Any]] = {}
