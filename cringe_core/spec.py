@@ -224,7 +224,8 @@ class RewardTrainingSpec(TrainingSpec):
         le=131_072,
         description=(
             "Tokens per scored (prompt, completion). Without a chat template the longer of "
-            "the two is cut first; with one, the completion is cut."
+            "the two is cut first. With one the completion is cut, and a prompt longer than "
+            "half of max_length keeps its last half."
         ),
     )
 
@@ -261,7 +262,7 @@ class RewardModelJobSpec(StrictModel):
 
 
 class GenerationSpec(StrictModel):
-    """How completions are generated: greedy by default, or sampled."""
+    """Completion generation settings: greedy decoding by default, or sampling."""
 
     max_new_tokens: int = Field(256, ge=1, le=32_768, description="Generated tokens at most.")
     do_sample: bool = Field(False, description="Sample tokens instead of taking the most likely.")
