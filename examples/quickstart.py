@@ -70,7 +70,7 @@ def _start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], s
                 return server, key, url
         except httpx.TransportError:
             time.sleep(1)
-    raise SystemExit(f"the server did not answer within 300 s; see {data_dir / 'service.log'}")
+    raise SystemExit(f"the server did not respond within 300 s; see {data_dir / 'service.log'}")
 
 
 def _follow(client: httpx.Client, job_id: str, timeout_s: float) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def main() -> int:
                           headers={"Authorization": f"Bearer {key}"}) as client:
             response = client.post("/v1/jobs", json={"spec": spec})
             if response.status_code != 201:
-                raise SystemExit(f"submit refused: {response.text}")
+                raise SystemExit(f"submit failed with HTTP {response.status_code}: {response.text}")
             job_id = response.json()["id"]
             print(f"submitted {job_id}")
             job = _follow(client, job_id, args.timeout_s)

@@ -52,9 +52,9 @@ class Parallelism:
     # Wraps the loaded policy for the forward and backward passes, e.g. in
     # DistributedDataParallel; checkpoints always save the unwrapped model.
     wrap_model: Callable[[Any], Any] | None = None
-    # Called on every rank after each checkpoint, with the step, the folder rank 0 wrote
-    # (None on the other ranks) and the step's metrics; Ray Train uses it to register
-    # the checkpoint, and it doubles as the barrier that keeps ranks in step.
+    # Called on every rank after each checkpoint with the step, the folder rank 0 wrote
+    # (None on the other ranks) and the step's metrics. Ray Train uses it to register the
+    # checkpoint, and it also acts as the barrier that keeps ranks in step.
     on_checkpoint: Callable[[int, Path | None, dict[str, float]], None] | None = None
     # Resume from this checkpoint folder instead of the newest one under checkpoints/.
     resume_from: Path | None = None
