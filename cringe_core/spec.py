@@ -470,6 +470,10 @@ JobSpec = Annotated[
 _job_spec_adapter: TypeAdapter[Any] = TypeAdapter(JobSpec)
 # The same union without the pydantic annotation, for type hints.
 AnyJobSpec = TrainJobSpec | RewardModelJobSpec | EvaluateJobSpec | IterateJobSpec
+JOB_KINDS: tuple[str, ...] = tuple(
+    member.model_fields["kind"].default
+    for member in (TrainJobSpec, RewardModelJobSpec, EvaluateJobSpec, IterateJobSpec)
+)
 _UNION_TAGS = {"train", "reward_model", "evaluate", "iterate", "eval_set", "policy"} | {
     member.model_fields["name"].default
     for member in (PairwiseCringeSpec, BinaryCringeSpec, DpoSpec, IpoSpec, SftSpec)

@@ -1,4 +1,5 @@
-"""`cringe serve`, `cringe db upgrade|downgrade` and `cringe keys create`.
+"""`cringe serve`, `cringe db upgrade|downgrade`, `cringe keys create`, and the client's
+commands (`submit`, `jobs`, `status`, `watch`, `cancel`, from `service.client`).
 
 `register(subparsers)` adds these commands to the `cringe` command line; each sets
 `handler`, a function of the parsed arguments that returns the exit code.
@@ -86,7 +87,9 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the service's commands to the `cringe` parser's subcommands."""
+    """Add the service's and the client's commands to the `cringe` parser's subcommands."""
+    from service.client.commands import register as register_client
+
     serve = subparsers.add_parser("serve", help="run the REST API (and its dispatcher)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
@@ -112,6 +115,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     create.add_argument("--project", required=True, help="project name")
     create.set_defaults(handler=_keys_create)
+
+    register_client(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -271,6 +271,10 @@ def record_evaluation(session: Session, job: Job, attempt: int, report: Evaluati
     session.add(Evaluation(id=evaluation_id, job_id=job.id, attempt=attempt,
                            created_at=utc_now(), report_key=report.key,
                            **report.model_dump(exclude={"key"})))
+    # The newest evaluation's win rate is a key metric: job lists show it without a
+    # request per job.
+    job.latest_metrics = {**(job.latest_metrics or {}), "win_rate": report.win_rate}
+    job.updated_at = utc_now()
     append_event(session, job.id, "evaluation_recorded",
                  f"{report.candidate} vs {report.reference}: win rate {report.win_rate:.3f}",
                  {"attempt": attempt, "evaluation_id": evaluation_id})

@@ -50,6 +50,7 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    updated_at: datetime
     attempt: int
     version: int
     latest_metrics: dict[str, float | None]

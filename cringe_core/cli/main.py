@@ -80,6 +80,24 @@ def _spec_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _spec_reference(args: argparse.Namespace) -> int:
+    from cringe_core.spec_reference import replace_section, spec_reference
+
+    section = spec_reference()
+    if args.write is None:
+        print(section, end="")
+        return EXIT_OK
+    path = Path(args.write)
+    try:
+        updated = replace_section(path.read_text(encoding="utf-8"), section)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot update {path}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    path.write_text(updated, encoding="utf-8")
+    print(f"wrote the spec reference into {path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cringe_core.spec import DEFAULT_POLICY
 
@@ -116,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     spec_commands = spec.add_subparsers(dest="spec_command", required=True, metavar="COMMAND")
     schema = spec_commands.add_parser("schema", help="print the job spec's JSON schema")
     schema.set_defaults(handler=_spec_schema)
+    reference = spec_commands.add_parser(
+        "reference", help="print every spec field with its type, default and range (Markdown)"
+    )
+    reference.add_argument("--write", metavar="FILE", help="replace the reference between the "
+                           "spec-reference markers of FILE (e.g. README.md) instead of printing")
+    reference.set_defaults(handler=_spec_reference)
 
     from cringe_core.cli.eval_command import add_eval_command
 

@@ -84,3 +84,18 @@ def test_evaluation_repeat_one_event(api: Api, running: tuple[str, str]) -> None
         report(api, job_id, token, "evaluations", body)
     recorded = [e for e in _fetch(api, job_id, "events") if e["type"] == "evaluation_recorded"]
     assert len(recorded) == 1
+
+
+def test_evaluation_sets_latest_win_rate(api: Api, running: tuple[str, str]) -> None:
+    job_id, token = running
+    before = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers).json()
+    report(api, job_id, token, "evaluations", EVALUATION)
+    report(api, job_id, token, "evaluations", {**EVALUATION, "round": 2, "win_rate": 0.7})
+
+    job = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers).json()
+    assert job["latest_metrics"]["win_rate"] == 0.7
+    assert job["updated_at"] > before["updated_at"]
+    listed = api.client.get("/v1/jobs", headers=api.headers).json()["data"]
+    assert [row["latest_metrics"].get("win_rate") for row in listed if row["id"] == job_id] == [
+        0.7
+    ]
