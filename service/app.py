@@ -25,7 +25,9 @@ from service.executor import Executor
 from service.executor_setup import RunningExecutor, start_executor
 from service.middleware import RequestGuard
 from service.migrations import schema_state
-from service.routes import events, health, internal, jobs, results
+from service.prometheus import ApiMetrics, RequestTimer
+from service.prometheus import router as prometheus_router
+from service.routes import dashboard, events, health, internal, jobs, results
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,12 @@ def create_app(
     app.include_router(events.build(settings.max_page_size))
     app.include_router(results.build(settings.max_page_size, settings.max_metrics_page_size))
     app.include_router(internal.router)
+    app.include_router(prometheus_router)
+    app.include_router(dashboard.router)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    # Added last, so it is outermost and its latency includes the guard's body checks.
+    app.state.api_metrics = ApiMetrics(db)
+    app.add_middleware(RequestTimer, metrics=app.state.api_metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
