@@ -172,6 +172,26 @@ def test_float32_logps_match_float64() -> None:
     torch.testing.assert_close(result.double(), exact, rtol=0, atol=1e-5)
 
 
+
+def test_float32_logps_gradient_masked() -> None:
+    generator = torch.Generator().manual_seed(3)
+    logits = (5.0 * torch.randn(3, 6, 40, generator=generator)).requires_grad_(True)
+    labels = torch.randint(0, 40, (3, 6), generator=generator)
+    weights = torch.randn(3, 6, generator=generator)
+    weights[:, :2] = 0.0  # prompt positions: no gradient flows in
+    weights[2] = 0.0  # a row with no active position at all
+
+    exact_logits = logits.detach().double().requires_grad_(True)
+    exact = torch.log_softmax(exact_logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    (exact * weights.double()).sum().backward()
+    (per_token_logps(logits, labels) * weights).sum().backward()
+
+    assert logits.grad is not None and exact_logits.grad is not None
+    torch.testing.assert_close(logits.grad.double(), exact_logits.grad, rtol=1e-5, atol=1e-6)
+    assert not logits.grad[:, :2].any()
+    assert not logits.grad[2].any()
+
+
 # ---- input errors -----------------------------------------------------------------------
 
 

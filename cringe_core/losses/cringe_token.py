@@ -81,8 +81,9 @@ def cringe_token_loss(
     is drawn from `generator`.
     """
     sampled_ids = sample_cringe_candidates(logits, labels, top_k, generator)  # (R, T)
-    negative = _widen(logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1))  # (R, T)
-    positive = _widen(logits.gather(-1, sampled_ids.unsqueeze(-1)).squeeze(-1))  # (R, T)
+    # One gather for both logits: its backward builds one dense (R, T, V) gradient, not two.
+    both = _widen(logits.gather(-1, torch.stack([labels, sampled_ids], dim=-1)))  # (R, T, 2)
+    negative, positive = both[..., 0], both[..., 1]  # (R, T), (R, T)
     if detach_positive:
         positive = positive.detach()
     return F.softplus(negative - positive)

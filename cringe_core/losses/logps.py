@@ -20,9 +20,12 @@ def per_token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits: (N, T, V) float of any precision; labels: (N, T) long, each in [0, V).
     Returns (N, T) in float32, or float64 for float64 logits.
 
-    Float32 and float64 logits use `gather - logsumexp` directly. Half-precision logits
-    go through `_LowPrecisionTokenLogps`, which upcasts one chunk of positions at a time,
-    so neither the forward nor the backward pass keeps a float32 copy of all the logits.
+    Float64 logits use `gather - logsumexp` directly. Float32 logits go through
+    `_Float32TokenLogps`, whose backward pass computes the softmax only at positions with a
+    nonzero incoming gradient (completion tokens, once a mask is applied). Half-precision
+    logits go through `_LowPrecisionTokenLogps`, which upcasts one chunk of positions at a
+    time, so neither the forward nor the backward pass keeps a float32 copy of all the
+    logits.
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
@@ -30,9 +33,12 @@ def per_token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             "logits must be (N, T, V) and labels (N, T)"
         )
 
-    if logits.dtype in (torch.float32, torch.float64):
+    if logits.dtype == torch.float64:
         target_logits = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (N, T)
         return target_logits - torch.logsumexp(logits, dim=-1)  # (N, T)
+    if logits.dtype == torch.float32:
+        float32_result: torch.Tensor = _Float32TokenLogps.apply(logits, labels)
+        return float32_result
 
     result: torch.Tensor = _LowPrecisionTokenLogps.apply(logits, labels)
     return result
@@ -50,6 +56,43 @@ def completion_lengths(mask: torch.Tensor) -> torch.Tensor:
 
 def _chunk_positions(vocab_size: int) -> int:
     return max(1, _CHUNK_ELEMENTS // vocab_size)
+
+
+class _Float32TokenLogps(torch.autograd.Function):
+    """Token log-probs of float32 logits, with a backward pass over active positions only.
+
+    The gradient `grad * (one_hot(label) - softmax(logits))` is zero wherever the incoming
+    gradient is zero, which is every prompt and padding position once the caller has
+    multiplied by the completion mask. Autograd's own backward of `gather - logsumexp`
+    still builds two dense (N, T, V) tensors and adds them; this one fills one buffer of
+    zeros and computes the softmax only at the M active positions.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logsumexp = torch.logsumexp(logits, dim=-1)  # (N, T)
+        target_logits = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (N, T)
+        ctx.save_for_backward(logits, labels, logsumexp)
+        return target_logits - logsumexp  # (N, T)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, labels, logsumexp = ctx.saved_tensors
+        vocab_size = logits.shape[-1]
+        flat_logits = logits.reshape(-1, vocab_size)  # (N*T, V)
+        flat_grad = grad_output.reshape(-1)  # (N*T,)
+        active = flat_grad.nonzero().squeeze(-1)  # (M,)
+        grad_logits = torch.zeros_like(flat_logits)  # (N*T, V)
+        if active.numel():
+            active_grad = flat_grad[active].unsqueeze(-1)  # (M, 1)
+            softmax = torch.exp(  # (M, V)
+                flat_logits.index_select(0, active) - logsumexp.reshape(-1)[active, None]
+            )
+            softmax.mul_(-active_grad)
+            softmax.scatter_add_(-1, labels.reshape(-1)[active, None], active_grad)
+            grad_logits.index_copy_(0, active, softmax)
+        return grad_logits.view(logits.shape), None
 
 
 class _LowPrecisionTokenLogps(torch.autograd.Function):
