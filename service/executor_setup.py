@@ -72,7 +72,7 @@ def _start_ray(settings: Settings) -> RunningExecutor:
         os.environ.update(head.env)
         logger.info("Ray executor: re-attached to the local Ray head at %s", head.address)
     executor = RayExecutor(head.address, service_url, env=head.env,
-                           cancel_escalate_s=settings.cancel_grace_s)
+                           cancel_escalate_s=settings.cancel_grace_s, job_env=head.job_env)
 
     def stop() -> None:
         head.stop()

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import pytest
 import torch
+
+# Every Ray in this test process uses token authentication with one token. Ray reads
+# RAY_AUTH_MODE and RAY_AUTH_TOKEN once, when this process first uses it, so they are set
+# here, before any test module imports ray. Service processes the tests start set their
+# own.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,21 +38,49 @@ def submission_id(job_id: str, attempt: int) -> str:
     return f"cringe-{job_id}-attempt-{attempt}"
 
 
+_AGENT_PORT_OPTIONS = (
+    "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+    "metrics-export-port", "ray-client-server-port",
+)
+
+
+def _free_port() -> int:
+    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class LocalRayHead:
     """A single-node Ray head on loopback, started and stopped by this process."""
 
     def __init__(self, temp_dir: Path, num_cpus: int | None = None,
-                 dashboard_port: int = 8265) -> None:
+                 dashboard_port: int = 8265, token: str | None = None) -> None:
         self.temp_dir = temp_dir
         self.num_cpus = num_cpus
         self.dashboard_port = dashboard_port
-        self.token = secrets.token_hex(32)
+        self.token = token or secrets.token_hex(32)
         self.address = f"http://127.0.0.1:{dashboard_port}"
 
     @property
     def env(self) -> dict[str, str]:
         """Variables every Ray client of this head needs: its auth mode and token."""
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    @property
+    def job_env(self) -> dict[str, str]:
+        """Variables for the Ray jobs run on this head: the head's own GCS address.
+
+        Ray Train's PlacementGroupCleaner actor (Ray 2.60) finds its cluster by looking
+        for Ray instances on the machine; with a second one running it fails ("Found
+        multiple active Ray instances"), and after a cancel it then stays alive and never
+        removes the job's placement group. An explicit RAY_ADDRESS avoids the lookup.
+        """
+        current = self.temp_dir / "ray_current_cluster"
+        if not current.exists():
+            return {}
+        return {"RAY_ADDRESS": current.read_text(encoding="utf-8").strip()}
 
     def start(self) -> None:
         command = [
@@ -60,6 +89,10 @@ class LocalRayHead:
             f"--dashboard-port={self.dashboard_port}", "--port=0",
             f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
         ]
+        # Ray's agents default to fixed ports (52365 for the job agent). A second Ray on
+        # this machine, or one still stopping, holds them, and then this head never
+        # accepts a job ("No available agent to submit job"). Free ports avoid that.
+        command += [f"--{option}={_free_port()}" for option in _AGENT_PORT_OPTIONS]
         if self.num_cpus is not None:
             command.append(f"--num-cpus={self.num_cpus}")
         logger.info("starting a local Ray head: %s", shlex.join(command))
@@ -103,10 +136,11 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str, service_url: str, env: dict[str, str] | None = None,
-                 cancel_escalate_s: float = 30.0) -> None:
+                 cancel_escalate_s: float = 30.0, job_env: dict[str, str] | None = None) -> None:
         self.address = address
         self.service_url = service_url
         self.env = dict(env or {})
+        self.job_env = dict(job_env or {})  # added to every submitted job's environment
         self.cancel_escalate_s = cancel_escalate_s
         self._client: Any = None
 
@@ -115,10 +149,16 @@ class RayExecutor:
             # Ray reads its auth mode and token from the environment when it is first
             # imported, so a process that imported ray earlier must set them itself.
             os.environ.update(self.env)
+            from ray.exceptions import AuthenticationError
             from ray.job_submission import JobSubmissionClient
 
             try:
                 self._client = JobSubmissionClient(self.address)
+            except AuthenticationError as error:
+                raise ExecutorUnavailable(
+                    f"Ray at {self.address} rejected this server's credentials: {error}; set "
+                    "RAY_AUTH_TOKEN to the cluster's token"
+                ) from error
             except (ConnectionError, RuntimeError) as error:
                 raise ExecutorUnavailable(f"Ray at {self.address} is unreachable: {error}") \
                     from error
@@ -145,6 +185,7 @@ class RayExecutor:
             "CRINGE_ATTEMPT": str(launch.attempt),
             "CRINGE_WORKER_TOKEN": launch.worker_token,
             SERVICE_URL_ENV: self.service_url,
+            **self.job_env,
         }
         try:
             client.submit_job(entrypoint=shlex.join(entrypoint), submission_id=handle,
