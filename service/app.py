@@ -7,6 +7,7 @@ names the command that fixes it.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +70,12 @@ def create_app(
             dispatcher = Dispatcher(db, settings, chosen)
             dispatcher.start()
         app.state.dispatcher = dispatcher
+        # Everything allocated so far (modules, routes, schemas, the ORM's mappers) lives
+        # as long as the process. Frozen, the garbage collector stops rescanning it, so its
+        # full collections take milliseconds instead of pausing a request for tens of them.
+        if settings.gc_freeze:
+            gc.collect()
+            gc.freeze()
         logger.info("serving on %s", db.engine.url.render_as_string(hide_password=True))
         try:
             yield

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     threadpool_size: int = Field(
         default=8, ge=1, description="Threads serving synchronous routes, per process."
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Freeze the objects alive at start-up out of garbage collection, which "
+        "shortens collection pauses. Turn it off where one process builds many apps (tests): "
+        "frozen objects that later die in reference cycles are never freed.",
+    )
 
     @field_validator("data_roots", mode="before")
     @classmethod

@@ -157,6 +157,7 @@ def make_settings(database_url: str, data_root: Path, workdir: Path, **overrides
         "sse_poll_interval_s": 0.05,
         "db_pool_size": 4,
         "job_command": fake_job_command(),
+        "gc_freeze": False,  # this process builds hundreds of apps
     }
     values.update(overrides)
     return Settings(**values)
