@@ -73,9 +73,9 @@ class LocalRayHead:
         """Variables for the Ray jobs run on this head: the head's own GCS address.
 
         Ray Train's PlacementGroupCleaner actor (Ray 2.60) finds its cluster by looking
-        for Ray instances on the machine; with a second one running it fails ("Found
-        multiple active Ray instances"), and after a cancel it then stays alive and never
-        removes the job's placement group. An explicit RAY_ADDRESS avoids the lookup.
+        for Ray instances on the machine. With a second one running, that lookup fails
+        ("Found multiple active Ray instances"), so after a cancel the cleaner stays alive
+        and never removes the job's placement group. An explicit RAY_ADDRESS avoids it.
         """
         current = self.temp_dir / "ray_current_cluster"
         if not current.exists():
@@ -89,9 +89,9 @@ class LocalRayHead:
             f"--dashboard-port={self.dashboard_port}", "--port=0",
             f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
         ]
-        # Ray's agents default to fixed ports (52365 for the job agent). A second Ray on
-        # this machine, or one still stopping, holds them, and then this head never
-        # accepts a job ("No available agent to submit job"). Free ports avoid that.
+        # Ray's agents default to fixed ports (52365 for the job agent). When a second Ray
+        # on this machine, or one still stopping, uses them, this head never accepts a
+        # job ("No available agent to submit job"). Free ports avoid that.
         command += [f"--{option}={_free_port()}" for option in _AGENT_PORT_OPTIONS]
         if self.num_cpus is not None:
             command.append(f"--num-cpus={self.num_cpus}")

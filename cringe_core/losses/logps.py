@@ -64,8 +64,8 @@ class _Float32TokenLogps(torch.autograd.Function):
     The gradient `grad * (one_hot(label) - softmax(logits))` is zero wherever the incoming
     gradient is zero, which is every prompt and padding position once the caller has
     multiplied by the completion mask. Autograd's own backward of `gather - logsumexp`
-    still builds two dense (N, T, V) tensors and adds them; this one fills one buffer of
-    zeros and computes the softmax only at the M active positions.
+    builds two dense (N, T, V) tensors and adds them. This one fills one buffer of zeros
+    and computes the softmax only at the M active positions.
     """
 
     @staticmethod
