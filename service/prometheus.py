@@ -2,7 +2,7 @@
 
 Job counts are read from the database at scrape time, so every API process reports the
 same numbers. Request latency is a histogram kept in the process that served the request.
-NOTE: with `cringe serve --workers N` each scrape reaches one worker and sees only that
+NOTE: with `cringe serve --workers N` each scrape reaches one worker and reports only that
 worker's requests; run one API process per scrape target to get every request counted.
 """
 
@@ -36,7 +36,7 @@ class JobsCollector(Collector):
     """`cringe_jobs{status, kind}`, counted in the database at each scrape.
 
     Every known (status, kind) pair is reported, as 0 when no job has it, so an alert on
-    `cringe_jobs{status="failed"}` sees a value rather than an absent series.
+    `cringe_jobs{status="failed"}` gets a value rather than an absent series.
     """
 
     def __init__(self, db: Database) -> None:

@@ -58,6 +58,20 @@ def _chunk_positions(vocab_size: int) -> int:
     return max(1, _CHUNK_ELEMENTS // vocab_size)
 
 
+def _rows_gradient(
+    rows: torch.Tensor, logsumexp: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
+    """Compute `grad * (one_hot(label) - softmax(rows))`, the gradient of token log-probs.
+
+    rows: (R, V) logits of any float dtype; logsumexp, labels, grad: (R,). Returns (R, V)
+    in float32, or float64 for float64 rows.
+    """
+    gradient = torch.exp(rows.float() - logsumexp[:, None])  # (R, V), the softmax
+    gradient.mul_(-grad[:, None])
+    gradient.scatter_add_(-1, labels[:, None], grad[:, None])
+    return gradient
+
+
 class _Float32TokenLogps(torch.autograd.Function):
     """Token log-probs of float32 logits, with a backward pass over active positions only.
 
@@ -85,13 +99,11 @@ class _Float32TokenLogps(torch.autograd.Function):
         active = flat_grad.nonzero().squeeze(-1)  # (M,)
         grad_logits = torch.zeros_like(flat_logits)  # (N*T, V)
         if active.numel():
-            active_grad = flat_grad[active].unsqueeze(-1)  # (M, 1)
-            softmax = torch.exp(  # (M, V)
-                flat_logits.index_select(0, active) - logsumexp.reshape(-1)[active, None]
+            active_grad_logits = _rows_gradient(  # (M, V)
+                flat_logits.index_select(0, active), logsumexp.reshape(-1)[active],
+                labels.reshape(-1)[active], flat_grad[active],
             )
-            softmax.mul_(-active_grad)
-            softmax.scatter_add_(-1, labels.reshape(-1)[active, None], active_grad)
-            grad_logits.index_copy_(0, active, softmax)
+            grad_logits.index_copy_(0, active, active_grad_logits)
         return grad_logits.view(logits.shape), None
 
 
@@ -131,8 +143,9 @@ class _LowPrecisionTokenLogps(torch.autograd.Function):
         step = _chunk_positions(vocab_size)
         for start in range(0, flat_logits.shape[0], step):
             stop = start + step
-            softmax = torch.exp(flat_logits[start:stop].float() - logsumexp[start:stop, None])
-            chunk_grad = -flat_grad[start:stop, None] * softmax  # (C, V)
-            chunk_grad.scatter_add_(-1, flat_labels[start:stop, None], flat_grad[start:stop, None])
+            chunk_grad = _rows_gradient(  # (C, V)
+                flat_logits[start:stop], logsumexp[start:stop], flat_labels[start:stop],
+                flat_grad[start:stop],
+            )
             grad_logits[start:stop] = chunk_grad.to(logits.dtype)
         return grad_logits.view(logits.shape), None

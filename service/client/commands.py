@@ -59,7 +59,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise SpecFileError(f"spec file {path} is not valid YAML or JSON: {error}") from error
     if not isinstance(spec, dict):
-        raise SpecFileError(f"spec file {path} holds a {type(spec).__name__}, not a mapping; "
+        raise SpecFileError(f"spec file {path} contains a {type(spec).__name__}, not a mapping; "
                             "a spec starts with fields such as `kind:` and `dataset:`")
     return _absolute_paths(spec, Path.cwd())
 

@@ -1,4 +1,4 @@
-"""Where the client finds the API: flags, then environment, then a config file.
+"""The client's API URL and key, from flags, then the environment, then a config file.
 
 The config file is TOML with two keys, `api_url` and `api_key`, at
 `$CRINGE_CONFIG`, or else `$XDG_CONFIG_HOME/cringe/config.toml` (`~/.config/...`).

@@ -82,7 +82,7 @@ def job_detail(job: dict[str, Any], evaluations: list[dict[str, Any]]) -> str:
 
 
 def progress_bar(job: dict[str, Any]) -> str:
-    """One line: status, a bar of step / total steps when known, phase and round."""
+    """Render one line: status, a bar of step / total steps when known, phase and round."""
     progress = job.get("progress") or {}
     step, total = progress.get("step") or 0, progress.get("total_steps")
     if total:

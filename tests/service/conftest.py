@@ -251,16 +251,23 @@ class LiveServer:
         self.thread.join(30)
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout_s`."""
+def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0, what: str = "",
+             interval_s: float = 0.05,
+             describe_timeout: Callable[[], str] | None = None) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout_s`.
+
+    `describe_timeout`, when given, is called on a timeout and its text is added to the
+    failure message.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what or condition}")
-        time.sleep(0.05)
+            detail = f"; {describe_timeout()}" if describe_timeout is not None else ""
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what or condition}{detail}")
+        time.sleep(interval_s)
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:

@@ -131,7 +131,6 @@ def test_metadata_without_equals_rejected(cli_env: str, spec_file: Path,
 
 def test_cancel_running_then_finished(cli_env: str, server: LiveServer, spec_file: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    spec_file.write_text(SPEC, encoding="utf-8")
     code, out, _ = run(capsys, "submit", str(spec_file))
     job_id = out.strip()
     code, out, err = run(capsys, "cancel", job_id)

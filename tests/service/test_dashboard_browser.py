@@ -39,6 +39,7 @@ from tests.service.conftest import (
     LiveServer,
     fake_job_command,
     make_settings,
+    wait_for,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -119,19 +120,15 @@ def _wait(browser: Any, condition: Callable[[], Any], what: str,
           timeout_s: float = PAGE_TIMEOUT_S) -> Any:
     """Poll `condition` until truthy. On timeout, save a screenshot and fail with the
     page's message."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            browser.save_screenshot(str(ARTIFACTS / "dashboard-timeout.png"))
-            message = browser.execute_script(
-                "return document.getElementById('message').textContent")
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}; the page's "
-                        f"message: {message!r}; screenshot in {ARTIFACTS}")
-        time.sleep(0.2)
+
+    def page_state() -> str:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-timeout.png"))
+        message = browser.execute_script(
+            "return document.getElementById('message').textContent")
+        return f"the page's message: {message!r}; screenshot in {ARTIFACTS}"
+
+    return wait_for(condition, timeout_s, what, interval_s=0.2, describe_timeout=page_state)
 
 
 def _find(browser: Any, selector: str) -> Any:

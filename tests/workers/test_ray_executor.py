@@ -45,7 +45,7 @@ def _wait(executor: RayExecutor, handle: str, state: ExecutionState, timeout_s: 
 
 
 # Detached, named actors that Ray Train (seen in Ray 2.60) creates once per cluster with
-# get_if_exists and shares with every later run; they hold no CPU. They carry the job id
+# get_if_exists and shares with every later run. They hold no CPU. They carry the job id
 # of the first run that created them, but belong to no job.
 CLUSTER_SINGLETONS = frozenset({"_AutoscalingCoordinatorActor", "TrainStateActor"})
 
@@ -90,8 +90,8 @@ def test_submit_twice_then_cancel(
     executor.cancel(first)
     _wait(executor, first, ExecutionState.EXITED, 120)
 
-    # Ray Train's detached PlacementGroupCleaner polls the State API until it sees the
-    # controller dead, removes the placement group and exits, within seconds.
+    # Ray Train's detached PlacementGroupCleaner polls the State API until the controller
+    # is dead, then removes the placement group and exits, within seconds.
     deadline = time.monotonic() + 60
     while alive_actors() and time.monotonic() < deadline:
         time.sleep(2)
