@@ -6,6 +6,11 @@ leaving out attention's own FLOPs. It is divided by the FLOP/s of a square matmu
 the same dtype, measured in this run before and after the training runs (the higher of
 the two is kept, because other load on the machine can only lower it).
 
+Our training step runs the LM head only at completion tokens, so the 6 x parameters
+count overstates the work it does at prompt tokens. The table also gives the MFU of the
+work done: 6 x (parameters - head parameters) per token plus 6 x head parameters per
+completion token.
+
 Training runs are the child processes of train_throughput.py; the two precisions
 alternate, the order rotating every repeat.
 
@@ -60,6 +65,16 @@ def measure_peaks(device: torch.device, size: int) -> dict[str, float]:
     return {name: matmul_peak_flops(dtype, device, size=size) for name, dtype in PRECISIONS.items()}
 
 
+def work_done_flops(run: dict[str, Any], flops_per_token: int) -> float:
+    """FLOP/s of the work the step does, with the LM head only at completion tokens.
+
+    A live reference model also runs its head only at completion tokens.
+    """
+    body = run["parameters"] - run["head_parameters"]
+    work = body * run["tokens"] + run["head_parameters"] * run["completion_tokens"]
+    return float(flops_per_token * work) / sum(run["step_times_s"])
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -88,12 +103,15 @@ def main() -> None:
         tokens_per_s = median([run["tokens"] / sum(run["step_times_s"]) for run in precision_runs])
         achieved = flops_per_token * precision_runs[0]["parameters"] * tokens_per_s
         mfu = achieved / peaks[precision]
+        done_flops_per_s = median([work_done_flops(run, flops_per_token) for run in precision_runs])
         summary[precision] = {
             "tokens_per_s": tokens_per_s,
             "achieved_flops": achieved,
             "matmul_peak_flops": peaks[precision],
             "matmul_peak_before_after": [peaks_before[precision], peaks_after[precision]],
             "mfu": mfu,
+            "work_done_flops": done_flops_per_s,
+            "work_done_mfu": done_flops_per_s / peaks[precision],
             "runs": precision_runs,
         }
         goal = (
@@ -106,9 +124,13 @@ def main() -> None:
             f"{peaks[precision] / 1e9:.1f}",
             f"{100 * mfu:.1f}%",
             goal,
+            f"{100 * done_flops_per_s / peaks[precision]:.1f}%",
         ])  # fmt: skip
 
-    headers = ["precision", "tokens/s", "achieved GFLOP/s", "matmul peak GFLOP/s", "MFU", "goal"]
+    headers = [
+        "precision", "tokens/s", "achieved GFLOP/s", "matmul peak GFLOP/s", "MFU", "goal",
+        "MFU of work done",
+    ]  # fmt: skip
     table = markdown_table(headers, rows)
     settings = {key: value for key, value in vars(args).items() if key != "write_readme"}
     path = write_result(

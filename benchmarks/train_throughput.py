@@ -181,12 +181,18 @@ def run_ours(args: argparse.Namespace, device: torch.device, workdir: Path) -> d
     step_times_s = [entry["metrics"]["step_time_s"] for entry in logged][args.warmup_steps :]
 
     order = DataOrder(len(pairs), spec.seed)
-    step_tokens = [
-        sum(pair_tokens(pairs[i]) for i in order.take(args.batch_size)) for _ in range(total_steps)
-    ]
+    step_rows = [order.take(args.batch_size) for _ in range(total_steps)][args.warmup_steps :]
+    head = trainer.model.get_output_embeddings()
     return {
         "step_times_s": step_times_s,
-        "tokens": sum(step_tokens[args.warmup_steps :]),
+        "tokens": sum(pair_tokens(pairs[i]) for rows in step_rows for i in rows),
+        # Our LM head runs only at completion tokens; mfu.py counts the work done with these.
+        "completion_tokens": sum(
+            len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids)
+            for rows in step_rows
+            for i in rows
+        ),
+        "head_parameters": head.weight.numel(),
         "setup_s": precompute_s,
         "parameters": count_parameters(trainer.model),
         "pairs_available": len(pairs),

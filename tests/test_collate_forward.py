@@ -13,7 +13,8 @@ from cringe_core.data.collate import collate_examples, collate_pairs
 from cringe_core.data.records import TokenizedExample, TokenizedPair
 from cringe_core.losses import LOSSES, LossInputs
 from cringe_core.losses.forward import compute_sequence_logps, concatenated_forward
-from cringe_core.losses.logps import per_token_logps, sequence_logps
+from cringe_core.losses.logps import per_token_logps
+from cringe_core.losses.packing import row_ids, row_sums
 
 PAD = 0
 VOCAB = 128
@@ -118,24 +119,26 @@ def test_concatenated_forward_shifts_and_masks() -> None:
     batch = collate_pairs(pairs, PAD)
     inputs = concatenated_forward(tiny_llama(), batch, num_pairs=3)
 
-    rows, length = batch["input_ids"].shape
-    assert inputs.logits.shape == (rows, length - 1, VOCAB)
     assert inputs.num_pairs == 3
     assert inputs.is_good is None
     expected_mask = batch["labels"][:, 1:] != -100
     assert torch.equal(inputs.mask, expected_mask)
-    assert torch.equal(inputs.labels[expected_mask], batch["labels"][:, 1:][expected_mask])
-    assert (inputs.labels[~expected_mask] == 0).all()
-    # Every completion token is scored, so the mask counts all of them.
+    # Every completion token is scored, so the mask counts all of them, and the logits
+    # and labels are packed: one row per completion token, chosen rows first.
     completion_tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     assert int(inputs.mask.sum()) == completion_tokens
+    assert inputs.logits.shape == (completion_tokens, VOCAB)
+    expected_labels = [*(t for p in pairs for t in p.chosen_ids)]
+    expected_labels += [t for p in pairs for t in p.rejected_ids]
+    assert inputs.labels.tolist() == expected_labels
 
 
 def test_concatenated_forward_matches_separate_forwards() -> None:
     model = tiny_llama()
     pairs = random_pairs(4, seed=2)
     inputs = concatenated_forward(model, collate_pairs(pairs, PAD), num_pairs=4)
-    logps = sequence_logps(per_token_logps(inputs.logits, inputs.labels), inputs.mask)  # (2B,)
+    per_token = per_token_logps(inputs.logits, inputs.labels)  # (M,)
+    logps = row_sums(per_token, row_ids(inputs.mask), 8)  # (2B,)
 
     # One padded forward per side, as a trainer without concatenation would run.
     sides = {

@@ -7,7 +7,7 @@ import torch
 
 from cringe_core.losses import LOSSES, LossDefinition, LossInputs
 from cringe_core.losses import logps as logps_module
-from cringe_core.losses.logps import per_token_logps
+from cringe_core.losses.logps import gather_with_logsumexp, per_token_logps
 
 NUM_PAIRS, LENGTH, VOCAB = 4, 7, 10
 
@@ -172,7 +172,6 @@ def test_float32_logps_match_float64() -> None:
     torch.testing.assert_close(result.double(), exact, rtol=0, atol=1e-5)
 
 
-
 def test_float32_logps_gradient_masked() -> None:
     generator = torch.Generator().manual_seed(3)
     logits = (5.0 * torch.randn(3, 6, 40, generator=generator)).requires_grad_(True)
@@ -190,6 +189,85 @@ def test_float32_logps_gradient_masked() -> None:
     torch.testing.assert_close(logits.grad.double(), exact_logits.grad, rtol=1e-5, atol=1e-6)
     assert not logits.grad[:, :2].any()
     assert not logits.grad[2].any()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"),
+    [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 1e-2)],
+)
+@pytest.mark.parametrize("chunk_elements", [None, 3 * 40])
+def test_gathered_logits_and_logsumexp_gradient(
+    dtype: torch.dtype,
+    tolerance: float,
+    chunk_elements: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both outputs carry a gradient, as in the cringe term (two gathered logits per token)
+    # beside the token log-prob. Some positions get no gradient through the log-sum-exp.
+    if chunk_elements is not None:
+        monkeypatch.setattr(logps_module, "_CHUNK_ELEMENTS", chunk_elements)
+    generator = torch.Generator().manual_seed(5)
+    logits = (4.0 * torch.randn(11, 40, generator=generator)).to(dtype).requires_grad_(True)
+    ids = torch.randint(0, 40, (11, 2), generator=generator)
+    ids[3, 1] = ids[3, 0]  # the same id twice: both gradients land on one logit
+    gathered_weights = torch.randn(11, 2, generator=generator, dtype=torch.float64)
+    lse_weights = torch.randn(11, generator=generator, dtype=torch.float64)
+    lse_weights[[0, 4, 5, 10]] = 0.0
+
+    exact_logits = logits.detach().double().requires_grad_(True)
+    exact_gathered = exact_logits.gather(-1, ids)
+    exact_lse = torch.logsumexp(exact_logits, dim=-1)
+    ((exact_gathered * gathered_weights).sum() + (exact_lse * lse_weights).sum()).backward()
+    gathered, lse = gather_with_logsumexp(logits, ids)
+    ((gathered * gathered_weights).sum() + (lse * lse_weights).sum()).backward()
+
+    assert gathered.dtype == lse.dtype == torch.promote_types(dtype, torch.float32)
+    torch.testing.assert_close(gathered.double(), exact_gathered.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(lse.double(), exact_lse.detach(), rtol=tolerance, atol=tolerance)
+    assert logits.grad is not None and exact_logits.grad is not None
+    assert logits.grad.dtype == dtype
+    torch.testing.assert_close(
+        logits.grad.double(), exact_logits.grad, rtol=tolerance, atol=tolerance
+    )
+
+
+@pytest.mark.parametrize(("name", "kind"), LOSS_KINDS)
+def test_packed_logits_equal_padded(name: str, kind: str) -> None:
+    # The training forward pass gives packed logits; tests and callers may give padded ones.
+    loss = LOSSES[name]
+    padded = random_inputs(kind)
+    padded.logits.requires_grad_(True)
+    packed_logits = padded.logits.detach()[padded.mask].requires_grad_(True)  # (M, V)
+    packed = LossInputs(
+        packed_logits,
+        padded.labels[padded.mask],
+        padded.mask,
+        padded.num_pairs,
+        is_good=padded.is_good,
+        reference_logps=padded.reference_logps,
+    )
+
+    normalizer = loss.normalizer(padded)
+    outputs = [
+        loss.compute(inputs, loss.spec_type(), normalizer, torch.Generator().manual_seed(3))
+        for inputs in (padded, packed)
+    ]
+    for output in outputs:
+        output.loss.backward()
+
+    torch.testing.assert_close(outputs[0].loss, outputs[1].loss, rtol=0, atol=0)
+    assert padded.logits.grad is not None and packed_logits.grad is not None
+    torch.testing.assert_close(padded.logits.grad[padded.mask], packed_logits.grad)
+    assert not padded.logits.grad[~padded.mask].any()
+
+
+def test_packed_logits_must_match_the_mask() -> None:
+    inputs = random_inputs("pairs")
+    tokens = int(inputs.mask.sum())
+    inputs.logits = inputs.logits[inputs.mask][:-1]  # one row short
+    inputs.labels = inputs.labels[inputs.mask][:-1]
+    with pytest.raises(ValueError, match=f"M = mask.sum\\(\\) = {tokens}"):
+        LOSSES["dpo"].compute(inputs, LOSSES["dpo"].spec_type(), torch.tensor(NUM_PAIRS), None)
 
 
 # ---- input errors -----------------------------------------------------------------------

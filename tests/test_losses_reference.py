@@ -2,9 +2,9 @@
 
 The references loop over pairs, rows and positions with plain Python arithmetic on single
 logit vectors; they share no code with `cringe_core.losses`. The cringe term samples its
-candidate by the documented contract: one `torch.rand((R, T), dtype=float64)` draw per
-position of the R scored rows, and the first candidate (in descending logit order) whose
-cumulative softmax probability reaches the draw.
+candidate by the documented contract: one `torch.rand((M_b,), dtype=float64)` draw per
+bad completion token, in row-major order over the batch, and the first candidate (in
+descending logit order) whose cumulative softmax probability reaches the draw.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ def random_rows(
     return logits, labels, mask
 
 
-def draws(rows: int, length: int, seed: int) -> torch.Tensor:
-    return torch.rand(
-        (rows, length), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+def draws(mask: torch.Tensor, bad_rows: list[int], seed: int) -> list[float]:
+    """The generator's uniforms, one per bad completion token, in row-major order."""
+    count = sum(len(positions(mask, row)) for row in bad_rows)
+    uniforms = torch.rand(
+        (count,), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
     )
+    return uniforms.tolist()
 
 
 # ---- references, from the formulas -----------------------------------------------------
@@ -84,8 +87,9 @@ def reference_pairwise_cringe(
     mask: torch.Tensor,
     num_pairs: int,
     spec: PairwiseCringeSpec,
-    uniforms: torch.Tensor,
+    uniforms: list[float],
 ) -> dict[str, float]:
+    draw = iter(uniforms)
     ce_total, cringe_total = 0.0, 0.0
     margins, gates, chosen_logps, rejected_logps = [], [], [], []
     for pair in range(num_pairs):
@@ -100,9 +104,7 @@ def reference_pairwise_cringe(
             margin = logp_chosen - logp_rejected
         gate = 1.0 / (1.0 + math.exp(-(spec.margin_bias - margin) / spec.temperature))
         cringe_sum = sum(
-            cringe_term(
-                logits[rejected, t], int(labels[rejected, t]), spec.top_k, float(uniforms[pair, t])
-            )
+            cringe_term(logits[rejected, t], int(labels[rejected, t]), spec.top_k, next(draw))
             for t in positions(mask, rejected)
         )
         ce_total += -logp_chosen
@@ -133,8 +135,9 @@ def reference_binary_cringe(
     mask: torch.Tensor,
     is_good: list[bool],
     spec: BinaryCringeSpec,
-    uniforms: torch.Tensor,
+    uniforms: list[float],
 ) -> dict[str, float]:
+    draw = iter(uniforms)
     ce_total, cringe_total = 0.0, 0.0
     for row, good in enumerate(is_good):
         for t in positions(mask, row):
@@ -142,7 +145,7 @@ def reference_binary_cringe(
             if good:
                 ce_total += -token_logp(logits[row, t], y)
             else:
-                cringe_total += cringe_term(logits[row, t], y, spec.top_k, float(uniforms[row, t]))
+                cringe_total += cringe_term(logits[row, t], y, spec.top_k, next(draw))
     tokens = int(mask.sum())
     return {
         "tokens": tokens,
@@ -234,7 +237,12 @@ def test_pairwise_cringe_matches_reference(
     num_pairs, length, vocab = shape
     logits, labels, mask = random_rows(2 * num_pairs, length, vocab, seed=sum(shape))
     expected = reference_pairwise_cringe(
-        logits, labels, mask, num_pairs, spec, draws(num_pairs, length, seed=7)
+        logits,
+        labels,
+        mask,
+        num_pairs,
+        spec,
+        draws(mask, list(range(num_pairs, 2 * num_pairs)), seed=7),
     )
 
     inputs = LossInputs(logits, labels, mask, num_pairs)
@@ -259,7 +267,12 @@ def test_binary_cringe_matches_reference_on_binary_rows(
     logits, labels, mask = random_rows(rows, length, vocab, seed=3 * sum(shape))
     is_good = [row % 3 == 1 for row in range(rows)]
     expected = reference_binary_cringe(
-        logits, labels, mask, is_good, spec, draws(rows, length, seed=11)
+        logits,
+        labels,
+        mask,
+        is_good,
+        spec,
+        draws(mask, [r for r in range(rows) if not is_good[r]], seed=11),
     )
 
     inputs = LossInputs(logits, labels, mask, None, is_good=torch.tensor(is_good))
@@ -278,7 +291,12 @@ def test_binary_cringe_matches_reference_on_pairs(shape: tuple[int, int, int]) -
     is_good = [True] * num_pairs + [False] * num_pairs
     spec = BinaryCringeSpec(top_k=4)
     expected = reference_binary_cringe(
-        logits, labels, mask, is_good, spec, draws(2 * num_pairs, length, seed=13)
+        logits,
+        labels,
+        mask,
+        is_good,
+        spec,
+        draws(mask, list(range(num_pairs, 2 * num_pairs)), seed=13),
     )
 
     inputs = LossInputs(logits, labels, mask, num_pairs)

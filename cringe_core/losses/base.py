@@ -3,6 +3,10 @@
 Pairwise batches stack both sides along the batch axis: rows `[:B]` are the chosen
 completions and rows `[B:]` the rejected ones of the same pairs, so one forward pass
 scores both. Logits are already shifted: `logits[:, t]` scores `labels[:, t]`.
+
+Logits and labels are padded, (N, T, V) and (N, T), or packed, (M, V) and (M,) at the
+M completion tokens only (see `cringe_core.losses.packing`). The training forward pass
+gives them packed. `mask` is (N, T) in both layouts.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import torch
 
 @dataclass
 class LossInputs:
-    logits: torch.Tensor  # (N, T, V) float, N = 2B for pairs
-    labels: torch.Tensor  # (N, T) long; any valid id where mask is False
+    logits: torch.Tensor  # (N, T, V) or packed (M, V) float, N = 2B for pairs
+    labels: torch.Tensor  # (N, T) or packed (M,) long; any valid id where mask is False
     mask: torch.Tensor  # (N, T) bool, True at completion tokens
     num_pairs: int | None  # B for pairwise layout; None for binary-feedback rows
     is_good: torch.Tensor | None = None  # (N,) bool, binary-feedback rows only

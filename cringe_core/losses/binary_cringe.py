@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 
 from cringe_core.losses.base import LossInputs, LossOutput
-from cringe_core.losses.cringe_token import cringe_token_loss
+from cringe_core.losses.cringe_token import logps_and_cringe
 from cringe_core.losses.layout import check_shapes, divide_by_normalizer, good_rows
-from cringe_core.losses.logps import per_token_logps
+from cringe_core.losses.packing import packed_tokens
 from cringe_core.spec import BinaryCringeSpec
 
 NAME: str = BinaryCringeSpec.model_fields["name"].default
@@ -37,28 +37,27 @@ def compute(
     gets no gradient when `spec.detach_positive`. `normalizer` is the global count of good
     + bad completion tokens over every micro-batch and worker.
 
-    Shapes (N rows, T positions, V vocabulary):
-        inputs.logits (N, T, V); inputs.labels (N, T); inputs.mask (N, T);
+    Shapes (N rows, T positions, V vocabulary, M completion tokens):
+        inputs.logits (N, T, V) or packed (M, V); inputs.labels (N, T) or packed (M,);
+        inputs.mask (N, T);
         inputs.is_good (N,) for binary-feedback rows (num_pairs None), or a pairwise batch
         (N = 2B, rows [:B] chosen = good, rows [B:] rejected = bad); returns a scalar loss.
 
-    Every row is scored by both terms and masked afterwards, so the generator draws one
-    uniform per position of all N rows. Metrics are detached and divided by the local
-    token count: `loss = ce_loss + cringe_loss` (alpha included).
+    The generator draws one uniform per bad completion token, in packed order. Metrics
+    are detached and divided by the local token count: `loss = ce_loss + cringe_loss`
+    (alpha included).
     """
     is_good = good_rows(inputs, NAME)  # (N,)
     check_shapes(inputs)
-    good_mask = inputs.mask & is_good.unsqueeze(-1)  # (N, T)
-    bad_mask = inputs.mask & ~is_good.unsqueeze(-1)  # (N, T)
 
-    per_token = per_token_logps(inputs.logits, inputs.labels)  # (N, T)
-    ce_sum = -(per_token * good_mask).sum()
-
-    cringe = cringe_token_loss(
-        inputs.logits, inputs.labels, spec.top_k, generator, spec.detach_positive
-    )  # (N, T)
-    cringe_sum = spec.alpha * (cringe * bad_mask).sum()
-
+    # Token log-probs of every completion token, and the cringe term of the bad ones.
+    tokens = packed_tokens(inputs)
+    good = is_good[tokens.row_ids]  # (M,)
+    per_token, cringe = logps_and_cringe(
+        tokens.logits, tokens.labels, ~good, spec.top_k, generator, spec.detach_positive
+    )  # (M,), (M,)
+    ce_sum = -(per_token * good).sum()
+    cringe_sum = spec.alpha * cringe.sum()
     loss = divide_by_normalizer(ce_sum + cringe_sum, normalizer)
 
     local_tokens = inputs.mask.sum().clamp(min=1)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from cringe_core.losses.base import LossInputs, LossOutput
 from cringe_core.losses.layout import check_shapes, divide_by_normalizer, require_pairs
-from cringe_core.losses.logps import completion_lengths, per_token_logps, sequence_logps
+from cringe_core.losses.logps import completion_lengths, per_token_logps
+from cringe_core.losses.packing import packed_tokens, row_sums
 from cringe_core.spec import DpoSpec
 
 NAME: str = DpoSpec.model_fields["name"].default
@@ -52,8 +53,9 @@ def preference_log_ratios(
             f"got {tuple(inputs.reference_logps.shape)}"
         )
 
-    per_token = per_token_logps(inputs.logits, inputs.labels)  # (2B, T)
-    logps = sequence_logps(per_token, inputs.mask)  # (2B,)
+    tokens = packed_tokens(inputs)
+    per_token = per_token_logps(tokens.logits, tokens.labels)  # (M,)
+    logps = row_sums(per_token, tokens.row_ids, rows)  # (2B,)
     reference_logps = inputs.reference_logps.detach().to(logps.device, logps.dtype)  # (2B,)
     log_ratios = logps - reference_logps  # (2B,)
     if length_normalized:
@@ -112,9 +114,10 @@ def compute(
     `normalizer` is the global number of pairs over every micro-batch and worker.
     `generator` is unused; it is in the signature that every loss shares.
 
-    Shapes (B pairs, T positions, V vocabulary):
-        inputs.logits (2B, T, V), rows [:B] chosen and [B:] rejected;
-        inputs.labels (2B, T); inputs.mask (2B, T); inputs.reference_logps (2B,);
+    Shapes (B pairs, T positions, V vocabulary, M completion tokens):
+        inputs.logits (2B, T, V) or packed (M, V), rows [:B] chosen and [B:] rejected;
+        inputs.labels (2B, T) or packed (M,); inputs.mask (2B, T);
+        inputs.reference_logps (2B,);
         returns a scalar loss.
 
     Metrics are detached means over the local pairs; the implicit reward of a side is

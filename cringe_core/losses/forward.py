@@ -1,4 +1,4 @@
-"""One forward pass over a collated batch, shifted into the inputs every loss takes."""
+"""One forward pass over a collated batch, packed into the inputs every loss takes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 import torch
 
 from cringe_core.losses.base import LossInputs
-from cringe_core.losses.logps import per_token_logps, sequence_logps
+from cringe_core.losses.logps import per_token_logps
+from cringe_core.losses.packing import row_ids, row_sums
+from cringe_core.models.completion_head import as_completion_logits
 
 IGNORE_INDEX = -100
 
@@ -15,29 +17,31 @@ IGNORE_INDEX = -100
 def concatenated_forward(
     model: Any, batch: dict[str, torch.Tensor], num_pairs: int | None
 ) -> LossInputs:
-    """Run the model once over all rows of the batch and shift logits against labels.
+    """Run the model once over all rows of the batch; return packed completion logits.
 
     `batch` comes from `collate_pairs` (rows [:B] chosen, [B:] rejected; pass
     `num_pairs = B`) or `collate_examples` (pass `num_pairs = None`; `is_good` is passed
-    through). The logits at position t score the token at t + 1, so the last position
-    is dropped from the logits and the first from the labels. Labels of -100 (prompt and
-    padding) become mask False and are replaced by id 0, so gathering at them is valid.
-    A token at position 0 has no logits before it and is never scored, which matters only
+    through). The logits at position t score the token at t + 1, so the mask is the
+    labels shifted left by one. Labels of -100 (prompt and padding) are mask False. A
+    token at position 0 has no logits before it and is never scored, which matters only
     for a row with an empty prompt.
 
-    Shapes (N rows, T padded length, V vocabulary): the batch tensors are (N, T). The
-    returned logits are (N, T-1, V) in the model's output dtype, labels and mask (N, T-1).
+    `model` is a causal LM, or CompletionLogits (possibly inside DistributedDataParallel);
+    a plain model is wrapped, so its LM head runs only at completion positions where its
+    family allows (see `cringe_core.models.completion_head`).
+
+    Shapes (N rows, T padded length, V vocabulary, M completion tokens): the batch
+    tensors are (N, T). The returned mask is (N, T-1); logits (M, V) in the model's
+    output dtype and labels (M,) are packed in the mask's row-major order.
     """
-    outputs = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    )
-    logits = outputs.logits[:, :-1, :]  # (N, T-1, V)
     shifted_labels = batch["labels"][:, 1:]  # (N, T-1)
     mask = shifted_labels != IGNORE_INDEX  # (N, T-1)
-    labels = shifted_labels.masked_fill(~mask, 0)  # (N, T-1)
+    logits = as_completion_logits(model)(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], positions=mask
+    )  # (M, V)
     return LossInputs(
         logits=logits,
-        labels=labels,
+        labels=shifted_labels[mask],  # (M,)
         mask=mask,
         num_pairs=num_pairs,
         is_good=batch.get("is_good"),
@@ -52,5 +56,6 @@ def compute_sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.
     `model.eval()` first so that dropout does not change the values.
     """
     inputs = concatenated_forward(model, batch, num_pairs=None)
-    per_token = per_token_logps(inputs.logits, inputs.labels)  # (N, T-1)
-    return sequence_logps(per_token, inputs.mask)  # (N,)
+    per_token = per_token_logps(inputs.logits, inputs.labels)  # (M,)
+    rows = inputs.mask.shape[0]
+    return row_sums(per_token, row_ids(inputs.mask), rows)  # (N,)

@@ -36,9 +36,10 @@ def compute(
     `normalizer` is the global number of pairs over every micro-batch and worker.
     `generator` is unused; it is in the signature that every loss shares.
 
-    Shapes (B pairs, T positions, V vocabulary):
-        inputs.logits (2B, T, V), rows [:B] chosen and [B:] rejected;
-        inputs.labels (2B, T); inputs.mask (2B, T); inputs.reference_logps (2B,);
+    Shapes (B pairs, T positions, V vocabulary, M completion tokens):
+        inputs.logits (2B, T, V) or packed (M, V), rows [:B] chosen and [B:] rejected;
+        inputs.labels (2B, T) or packed (M,); inputs.mask (2B, T);
+        inputs.reference_logps (2B,);
         returns a scalar loss.
 
     Metrics are detached means over the local pairs; the reward of a side is

@@ -15,18 +15,34 @@ from cringe_core.losses.base import LossInputs
 
 
 def check_shapes(inputs: LossInputs) -> None:
-    """Raise ValueError unless logits (N, T, V), labels (N, T) and mask (N, T) agree."""
-    if inputs.logits.ndim != 3:
+    """Raise ValueError unless logits and labels agree with the (N, T) mask.
+
+    Padded: logits (N, T, V) and labels (N, T). Packed: logits (M, V) and labels (M,)
+    with M = mask.sum(), the completion tokens in row-major order.
+    """
+    _check_mask(inputs)
+    logits, labels, mask = inputs.logits, inputs.labels, inputs.mask
+    if logits.ndim == 3:
+        expected = tuple(logits.shape[:2])
+        for name, tensor in (("labels", labels), ("mask", mask)):
+            if tuple(tensor.shape) != expected:
+                raise ValueError(
+                    f"{name} must be (N, T) = {expected} to match the padded logits, "
+                    f"got {tuple(tensor.shape)}"
+                )
+        return
+    if logits.ndim != 2:
         raise ValueError(
-            f"logits must be (N, T, V), got shape {tuple(inputs.logits.shape)}; "
-            "pass the shifted logits of one forward pass"
+            f"logits must be padded (N, T, V) or packed (M, V), got shape "
+            f"{tuple(logits.shape)}; pass the shifted logits of one forward pass"
         )
-    expected = tuple(inputs.logits.shape[:2])
-    for name, tensor in (("labels", inputs.labels), ("mask", inputs.mask)):
-        if tuple(tensor.shape) != expected:
-            raise ValueError(
-                f"{name} must be (N, T) = {expected} to match the logits, got {tuple(tensor.shape)}"
-            )
+    tokens = int(mask.sum())
+    if logits.shape[0] != tokens or tuple(labels.shape) != (tokens,):
+        raise ValueError(
+            f"packed logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must "
+            f"have one row per completion token, M = mask.sum() = {tokens}; pack them "
+            "with tensor[mask]"
+        )
 
 
 def require_pairs(inputs: LossInputs, loss_name: str) -> int:

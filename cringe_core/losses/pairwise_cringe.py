@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 
 from cringe_core.losses.base import LossInputs, LossOutput
-from cringe_core.losses.cringe_token import cringe_token_loss
+from cringe_core.losses.cringe_token import logps_and_cringe
 from cringe_core.losses.layout import check_shapes, divide_by_normalizer, require_pairs
-from cringe_core.losses.logps import completion_lengths, per_token_logps, sequence_logps
+from cringe_core.losses.logps import completion_lengths
+from cringe_core.losses.packing import packed_tokens, row_sums
 from cringe_core.spec import PairwiseCringeSpec
 
 NAME: str = PairwiseCringeSpec.model_fields["name"].default
@@ -41,9 +42,10 @@ def compute(
     chosen + rejected completion tokens over every micro-batch and worker, so the losses
     of the parts of a batch add up to the loss of the whole batch.
 
-    Shapes (B pairs, T positions, V vocabulary):
-        inputs.logits (2B, T, V), rows [:B] chosen and [B:] rejected;
-        inputs.labels (2B, T); inputs.mask (2B, T); returns a scalar loss.
+    Shapes (B pairs, T positions, V vocabulary, M completion tokens):
+        inputs.logits (2B, T, V) or packed (M, V), rows [:B] chosen and [B:] rejected;
+        inputs.labels (2B, T) or packed (M,); inputs.mask (2B, T); returns a scalar loss.
+    The generator draws one uniform per rejected completion token, in packed order.
 
     Metrics are detached means over this micro-batch. `loss`, `ce_loss` and `cringe_loss`
     (alpha included) are divided by the local token count, so `loss = ce_loss +
@@ -53,9 +55,14 @@ def compute(
     check_shapes(inputs)
     mask = inputs.mask
 
-    # Sequence log-probs and the margin of each pair.
-    per_token = per_token_logps(inputs.logits, inputs.labels)  # (2B, T)
-    logps = sequence_logps(per_token, mask)  # (2B,)
+    # Token log-probs of both sides and the cringe term of the rejected tokens, from one
+    # pass over the packed logits; then the sequence log-probs and each pair's margin.
+    tokens = packed_tokens(inputs)
+    rejected = tokens.row_ids >= num_pairs  # (M,)
+    per_token, cringe = logps_and_cringe(
+        tokens.logits, tokens.labels, rejected, spec.top_k, generator
+    )  # (M,), (M,)
+    logps = row_sums(per_token, tokens.row_ids, 2 * num_pairs)  # (2B,)
     chosen_logps, rejected_logps = logps[:num_pairs], logps[num_pairs:]  # (B,), (B,)
     if spec.margin == "mean":
         lengths = completion_lengths(mask)  # (2B,)
@@ -69,11 +76,8 @@ def compute(
 
     # Cross-entropy on the chosen side, gated cringe term on the rejected side.
     ce_sum = -chosen_logps.sum()
-    cringe = cringe_token_loss(
-        inputs.logits[num_pairs:], inputs.labels[num_pairs:], spec.top_k, generator
-    )  # (B, T)
-    cringe_per_pair = (cringe * mask[num_pairs:]).sum(dim=-1)  # (B,)
-    cringe_sum = spec.alpha * (gate * cringe_per_pair).sum()
+    cringe_per_row = row_sums(cringe, tokens.row_ids, 2 * num_pairs)  # (2B,), zero for [:B]
+    cringe_sum = spec.alpha * (gate * cringe_per_row[num_pairs:]).sum()
 
     loss = divide_by_normalizer(ce_sum + cringe_sum, normalizer)
 

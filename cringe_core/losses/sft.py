@@ -7,6 +7,7 @@ import torch
 from cringe_core.losses.base import LossInputs, LossOutput
 from cringe_core.losses.layout import check_shapes, divide_by_normalizer, good_rows
 from cringe_core.losses.logps import per_token_logps
+from cringe_core.losses.packing import packed_tokens
 from cringe_core.spec import SftSpec
 
 NAME: str = SftSpec.model_fields["name"].default
@@ -32,24 +33,21 @@ def compute(
     micro-batch and worker. `spec` has no fields and `generator` is unused; both are in
     the signature that every loss shares.
 
-    Shapes (N rows, T positions, V vocabulary):
-        inputs.logits (N, T, V); inputs.labels (N, T); inputs.mask (N, T); either a
-        pairwise batch (N = 2B, rows [:B] chosen) or binary-feedback rows with
-        inputs.is_good (N,); returns a scalar loss.
+    Shapes (N rows, T positions, V vocabulary, M completion tokens):
+        inputs.logits (N, T, V) or packed (M, V); inputs.labels (N, T) or packed (M,);
+        inputs.mask (N, T); either a pairwise batch (N = 2B, rows [:B] chosen) or
+        binary-feedback rows with inputs.is_good (N,); returns a scalar loss.
 
     Metrics: `loss`, this micro-batch's sum divided by its own token count (detached).
     """
     target_mask = _target_mask(inputs)  # (N, T)
     check_shapes(inputs)
-    if inputs.num_pairs is not None:
-        # Only the chosen rows [:B] count, so score only them.
-        rows = slice(0, inputs.num_pairs)
-        per_token = per_token_logps(inputs.logits[rows], inputs.labels[rows])  # (B, T)
-        ce_sum = -(per_token * target_mask[rows]).sum()
-    else:
-        per_token = per_token_logps(inputs.logits, inputs.labels)  # (N, T)
-        ce_sum = -(per_token * target_mask).sum()
 
+    # Only the chosen or good tokens count, so only their softmax is computed.
+    tokens = packed_tokens(inputs)
+    targets = target_mask[inputs.mask].nonzero().squeeze(-1)  # (M_good,) packed indices
+    target_logits = tokens.logits.index_select(0, targets)  # (M_good, V)
+    ce_sum = -per_token_logps(target_logits, tokens.labels[targets]).sum()
     loss = divide_by_normalizer(ce_sum, normalizer)
     local_tokens = target_mask.sum().clamp(min=1)
     return LossOutput(loss=loss, metrics={"loss": (ce_sum / local_tokens).detach()})

@@ -9,6 +9,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from cringe_core.spec import TrainingSpec
 
+# Devices where torch's fused AdamW kernel runs; elsewhere the foreach kernel is used.
+_FUSED_DEVICE_TYPES = frozenset({"cpu", "cuda"})
+
 
 def build_optimizer(model: torch.nn.Module, training: TrainingSpec) -> torch.optim.AdamW:
     """AdamW over trainable parameters; biases and norm weights get no weight decay."""
@@ -22,8 +25,17 @@ def build_optimizer(model: torch.nn.Module, training: TrainingSpec) -> torch.opt
         {"params": decay, "weight_decay": training.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # The fused kernel updates each parameter in one pass with no temporaries. On the
+    # 2-core CPU it took 0.06 s per SmolLM2-135M step against 0.33 s for the foreach
+    # kernel, whose temporaries (a square root of every second moment, among others)
+    # also added about 530 MB to the peak resident memory.
+    fused = all(parameter.device.type in _FUSED_DEVICE_TYPES for parameter in decay + no_decay)
     return torch.optim.AdamW(
-        groups, lr=training.learning_rate, betas=training.adam_betas, foreach=True
+        groups,
+        lr=training.learning_rate,
+        betas=training.adam_betas,
+        fused=fused or None,
+        foreach=None if fused else True,
     )
 
 

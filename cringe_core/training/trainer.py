@@ -25,6 +25,7 @@ import torch
 from cringe_core.data.check import prepare_dataset
 from cringe_core.data.records import TokenizedPair
 from cringe_core.losses.registry import get_loss
+from cringe_core.models.completion_head import CompletionLogits
 from cringe_core.models.loading import load_policy, load_reference, load_tokenizer
 from cringe_core.spec import TrainJobSpec, resolve
 from cringe_core.training import reference as reference_logps
@@ -209,9 +210,11 @@ class Trainer:
             found = self.parallel.resume_from
         if found is not None:
             state = load_checkpoint(found, self.model, self.optimizer, self.scheduler)
-        # Wrap after any resume so every rank starts from the same restored weights.
+        # Wrap after any resume so every rank starts from the same restored weights. The
+        # LM head wrapper goes inside DDP, so DDP's forward still runs every step.
+        head_model = CompletionLogits(self.model)
         wrapped = self.parallel.wrap_model
-        train_model = wrapped(self.model) if wrapped is not None else self.model
+        train_model = wrapped(head_model) if wrapped is not None else head_model
         metrics_log = MetricsLog(self.output_dir / "metrics.jsonl")
         if self.is_main:
             metrics_log.truncate_after(state.step)
