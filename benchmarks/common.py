@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 from cringe_core.data.check import prepare_dataset
 from cringe_core.data.readers import read_records
 from cringe_core.data.records import PreferenceRecord, TokenizedPair
+from cringe_core.process_env import TRAINING_ENV
 from cringe_core.spec import DatasetSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -151,16 +152,20 @@ def count_parameters(model: torch.nn.Module) -> int:
 # ---- subprocesses and output -----------------------------------------------------------
 
 
-def run_child(script: Path, arguments: Sequence[str]) -> dict[str, Any]:
+def run_child(
+    script: Path, arguments: Sequence[str], env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run `script` in a fresh Python process and return the JSON object it prints last.
 
     A separate process per measurement keeps one contender's peak memory out of the next.
+    `env` replaces the child's whole environment when given.
     """
     completed = subprocess.run(
         [sys.executable, str(script), *arguments],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
+        env=None if env is None else dict(env),
     )
     if completed.returncode != 0:
         raise RuntimeError(
@@ -172,6 +177,19 @@ def run_child(script: Path, arguments: Sequence[str]) -> dict[str, Any]:
         raise RuntimeError(f"{script.name} printed no JSON result:\n{completed.stdout[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def child_env(huge_pages: bool) -> dict[str, str]:
+    """This process's environment, with the training processes' variables on or off.
+
+    Our training processes start with `cringe_core.process_env.TRAINING_ENV` (huge pages
+    for large CPU tensors). A contender runs with them only when `huge_pages` is true, so
+    a variable set in the shell cannot reach one contender and not the other unnoticed.
+    """
+    env = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
+    if huge_pages:
+        env.update(TRAINING_ENV)
+    return env
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

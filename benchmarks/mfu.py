@@ -11,8 +11,9 @@ count overstates the work it does at prompt tokens. The table also gives the MFU
 work done: 6 x (parameters - head parameters) per token plus 6 x head parameters per
 completion token.
 
-Training runs are the child processes of train_throughput.py; the two precisions
-alternate, the order rotating every repeat.
+Training runs are the child processes of train_throughput.py, with the environment our
+training processes start with; the two precisions alternate, the order rotating every
+repeat.
 
 Run from the repository root:
     .venv/bin/python benchmarks/mfu.py --write-readme
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 from common import (
+    child_env,
     machine_info,
     markdown_table,
     matmul_peak_flops,
@@ -90,7 +92,8 @@ def main() -> None:
         for precision in order:
             print(f"repeat {repeat + 1}/{args.repeats}: {precision}", flush=True)
             child = argparse.Namespace(**vars(args), precision=precision)
-            runs[precision].append(run_child(script, child_arguments(child, args.loss)))
+            arguments = child_arguments(child, args.loss)
+            runs[precision].append(run_child(script, arguments, child_env(huge_pages=True)))
 
     peaks_after = measure_peaks(device, args.matmul_size)
     peaks = {name: max(peaks_before[name], peaks_after[name]) for name in PRECISIONS}

@@ -19,6 +19,10 @@ of consecutive steps, which also covers its data loading and bookkeeping. The on
 costs are reported apart: our reference precompute, and the construction of TRL's
 trainer (tokenization, plus its reference precompute when on).
 
+Our runs start with the environment our training processes get
+(`cringe_core.process_env`: huge pages for large CPU tensors). TRL's runs start without
+it, as TRL is installed, unless --trl-huge-pages gives it to them too.
+
 Run from the repository root:
     .venv/bin/python benchmarks/train_throughput.py --write-readme
 Prints a table and writes benchmarks/results/train_throughput.json. MFU uses
@@ -42,6 +46,7 @@ from common import (
     ANNOTATIONS,
     MAX_INVALID_FRACTION,
     MODEL_ALIAS,
+    child_env,
     count_parameters,
     load_pairs,
     machine_info,
@@ -77,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--contenders", default=DEFAULT_CONTENDERS, help=f"Comma list from {CONTENDERS}."
+    )
+    parser.add_argument(
+        "--trl-huge-pages",
+        action="store_true",
+        help="Give TRL's runs the huge-page setting our training processes start with.",
     )
     parser.add_argument("--result-name", default="train_throughput", help="Results file stem.")
     parser.add_argument("--write-readme", action="store_true", help="Update benchmarks/README.md.")
@@ -392,7 +402,10 @@ def main() -> None:
         shift = repeat % len(contenders)
         for name in contenders[shift:] + contenders[:shift]:
             print(f"repeat {repeat + 1}/{args.repeats}: {name}", flush=True)
-            runs[name].append(run_child(script, child_arguments(args, name)))
+            huge_pages = not name.startswith("trl") or args.trl_huge_pages
+            result = run_child(script, child_arguments(args, name), child_env(huge_pages))
+            result["huge_pages"] = huge_pages
+            runs[name].append(result)
 
     info["uptime_end"] = uptime_line()
     # Other load on the machine lowers a measured peak, so the higher of two is kept.
@@ -425,7 +438,8 @@ def describe_run(
         f"{info['date']}; {hardware}; {args.threads} threads; {versions}.\n"
         f"{args.batch_size} pairs per step, max length {args.max_length}, {args.precision}, "
         f"{args.warmup_steps} warm-up + {args.steps} timed steps, {args.repeats} runs each "
-        f"(median). Matmul peak {peak_flops / 1e9:.1f} GFLOP/s.\n"
+        f"(median). Matmul peak {peak_flops / 1e9:.1f} GFLOP/s. Huge pages for large CPU "
+        f"tensors: ours on, TRL {'on' if args.trl_huge_pages else 'off'}.\n"
         f"Load at start: `{info['uptime_start']}`; at end: `{info['uptime_end']}`.\n\n{table}\n"
     )
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from cringe_core.process_env import training_env
 from service.executor import Execution, ExecutionState, Launch
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class LocalExecutor:
                    "--exit-file", str(folder / _EXIT_FILE), "--", *argv]
         env = {
             **os.environ,
+            **training_env(),
             "CRINGE_JOB_ID": launch.job_id,
             "CRINGE_ATTEMPT": str(launch.attempt),
             "CRINGE_WORKER_TOKEN": launch.worker_token,

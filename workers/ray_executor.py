@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from cringe_core.process_env import training_env
 from service.executor import Execution, ExecutionState, ExecutorUnavailable, Launch
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class RayExecutor:
         if launch.resume:
             entrypoint.append("--resume")
         env_vars = {
+            **training_env(),
             "CRINGE_JOB_ID": launch.job_id,
             "CRINGE_ATTEMPT": str(launch.attempt),
             "CRINGE_WORKER_TOKEN": launch.worker_token,

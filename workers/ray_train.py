@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cringe_core.process_env import training_env
 from cringe_core.spec import TrainJobSpec, parse_spec
 from cringe_core.training.trainer import Parallelism, Trainer
 from workers.logs import stamped
@@ -186,4 +187,5 @@ def fit_train_job(
 def _worker_env() -> dict[str, str]:
     """Environment variables the training workers inherit from this process."""
     names = ("CRINGE_JOB_ID", "CRINGE_ATTEMPT", "CRINGE_CACHE_DIR", THREADS_ENV, "HF_HOME")
-    return {name: os.environ[name] for name in names if name in os.environ}
+    inherited = {name: os.environ[name] for name in names if name in os.environ}
+    return {**training_env(), **inherited}

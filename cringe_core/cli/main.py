@@ -14,6 +14,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from cringe_core import process_env
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before any subcommand imports torch, which reads these variables once.
+    process_env.apply_to_this_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
