@@ -3,8 +3,8 @@
 PyTorch's CPU allocator reads `THP_MEM_ALLOC_ENABLE` once, at its first allocation, so
 it must be in the environment when the process starts. With it set, large CPU tensors
 are backed by transparent huge pages. A training step allocates several tensors of
-100 MB or more afresh (the packed logits and their gradient, the LM head's weight
-gradient), and faulting them in 4 KiB pages cost about 8% of SmolLM2-135M's step time
+100 MB or more afresh, such as the packed logits, their gradient and the LM head's
+weight gradient. Faulting them in 4 KiB pages cost about 8% of SmolLM2-135M's step time
 on the 2-core development machine (21.9 s against 23.7 s for the same 5 steps). The
 variable does nothing where the kernel has huge pages switched off, and on GPUs.
 

@@ -14,7 +14,7 @@ from cringe_core.data.records import TokenizedExample, TokenizedPair
 from cringe_core.losses import LOSSES, LossInputs
 from cringe_core.losses.forward import compute_sequence_logps, concatenated_forward
 from cringe_core.losses.logps import per_token_logps
-from cringe_core.losses.packing import row_ids, row_sums
+from cringe_core.losses.packing import row_sums
 
 PAD = 0
 VOCAB = 128
@@ -138,7 +138,7 @@ def test_concatenated_forward_matches_separate_forwards() -> None:
     pairs = random_pairs(4, seed=2)
     inputs = concatenated_forward(model, collate_pairs(pairs, PAD), num_pairs=4)
     per_token = per_token_logps(inputs.logits, inputs.labels)  # (M,)
-    logps = row_sums(per_token, row_ids(inputs.mask), 8)  # (2B,)
+    logps = row_sums(per_token, inputs.mask)  # (2B,)
 
     # One padded forward per side, as a trainer without concatenation would run.
     sides = {

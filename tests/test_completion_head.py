@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PromptTuningConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
@@ -144,3 +144,12 @@ def test_wrapping_is_done_once() -> None:
     assert as_completion_logits(head_model) is head_model
     # The wrapper adds no parameters of its own and registers each one once.
     assert list(head_model.parameters()) == list(model.parameters())
+
+
+def test_prompt_learning_adapter_rejected() -> None:
+    model = get_peft_model(
+        build(PLAIN_CONFIGS["llama"]),
+        PromptTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM"),
+    )
+    with pytest.raises(ValueError, match=r"prompt-learning adapters .* use a LoRA adapter"):
+        CompletionLogits(model)

@@ -114,6 +114,29 @@ def test_empty_completion_gives_finite_loss(name: str) -> None:
     assert all(torch.isfinite(value) for value in output.metrics.values())
 
 
+@pytest.mark.parametrize(("name", "kind"), LOSS_KINDS)
+def test_micro_batch_without_tokens(name: str, kind: str) -> None:
+    # A micro-batch can hold no scored token at all, e.g. only bad rows for sft; its loss
+    # is zero and its backward pass still runs, so that data-parallel ranks stay in step.
+    loss = LOSSES[name]
+    inputs = random_inputs(kind)
+    inputs.mask[:] = False
+    packed_logits = inputs.logits[inputs.mask].requires_grad_(True)  # (0, V)
+    inputs.logits, inputs.labels = packed_logits, inputs.labels[inputs.mask]
+    output = loss.compute(inputs, loss.spec_type(), torch.tensor(1), torch.Generator())
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert packed_logits.grad is not None
+    assert packed_logits.grad.shape == (0, VOCAB)
+
+
+def test_sft_micro_batch_of_bad_rows() -> None:
+    inputs = random_inputs("binary")
+    inputs.is_good = torch.zeros(2 * NUM_PAIRS, dtype=torch.bool)
+    output = LOSSES["sft"].compute(inputs, LOSSES["sft"].spec_type(), torch.tensor(1), None)
+    assert output.loss.item() == 0.0
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_metrics_detached_scalars(name: str) -> None:
     loss = LOSSES[name]

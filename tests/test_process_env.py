@@ -60,7 +60,7 @@ def test_large_tensors_get_huge_pages() -> None:
     assert enabled >= 128 * 2**20
 
     # Control: switched off by the user. With the kernel set to "always", every large
-    # mapping gets huge pages anyway, so the control only holds under "madvise".
+    # mapping gets huge pages anyway, so the control is checked only under "madvise".
     if "[madvise]" in THP_SETTING.read_text():
         disabled = huge_page_bytes({**base, "THP_MEM_ALLOC_ENABLE": "0"})
         assert disabled < 16 * 2**20

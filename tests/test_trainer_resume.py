@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from cringe_core.spec import parse_spec
+from cringe_core.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from cringe_core.training.trainer import Trainer
 from tests.conftest import ALPACA_EVAL
 
@@ -86,3 +88,24 @@ def test_training_changes_weights(tiny_policy_path: Path, tmp_path: Path) -> Non
     after = _weights(tmp_path)
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert changed, "no parameter changed after two optimizer steps"
+
+
+def test_resume_keeps_fused_optimizer(tmp_path: Path) -> None:
+    # A checkpoint written with the foreach kernel must not switch off the fused one.
+    config = LlamaConfig(
+        vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model(input_ids=torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    old = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=True)
+    old.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(old, lambda step: 1.0)
+    folder = save_checkpoint(tmp_path, model, old, scheduler, TrainerState(1, 2, 0))
+
+    fused = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    load_checkpoint(folder, model, fused, torch.optim.lr_scheduler.LambdaLR(fused, lambda s: 1.0))
+    assert all(group["fused"] for group in fused.param_groups)
+    assert not any(group["foreach"] for group in fused.param_groups)
+    # The saved state itself is restored.
+    assert fused.state_dict()["state"][0]["step"] == old.state_dict()["state"][0]["step"]

@@ -55,7 +55,7 @@ def preference_log_ratios(
 
     tokens = packed_tokens(inputs)
     per_token = per_token_logps(tokens.logits, tokens.labels)  # (M,)
-    logps = row_sums(per_token, tokens.row_ids, rows)  # (2B,)
+    logps = row_sums(per_token, inputs.mask)  # (2B,)
     reference_logps = inputs.reference_logps.detach().to(logps.device, logps.dtype)  # (2B,)
     log_ratios = logps - reference_logps  # (2B,)
     if length_normalized:

@@ -8,7 +8,7 @@ import torch
 
 from cringe_core.losses.base import LossInputs
 from cringe_core.losses.logps import per_token_logps
-from cringe_core.losses.packing import row_ids, row_sums
+from cringe_core.losses.packing import row_sums
 from cringe_core.models.completion_head import as_completion_logits
 
 IGNORE_INDEX = -100
@@ -57,5 +57,4 @@ def compute_sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.
     """
     inputs = concatenated_forward(model, batch, num_pairs=None)
     per_token = per_token_logps(inputs.logits, inputs.labels)  # (M,)
-    rows = inputs.mask.shape[0]
-    return row_sums(per_token, row_ids(inputs.mask), rows)  # (N,)
+    return row_sums(per_token, inputs.mask)  # (N,)

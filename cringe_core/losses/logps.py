@@ -12,11 +12,13 @@ from typing import Any
 import torch
 
 # Positions per chunk are chosen so that one float32 chunk of logits has about this many
-# elements (4 MiB), whatever the vocabulary size. On 870 x 49,152 logits on the 2-core
-# CPU, the forward and backward pass took 127 ms with these chunks and 163 ms with 64 MiB
-# ones. Our guess at the reason: small temporaries are reused from the heap and stay in
-# cache, while large ones are mapped and faulted in afresh each time.
+# elements, whatever the vocabulary size. On CPUs, 4 MiB: on 870 x 49,152 logits on the
+# 2-core CPU, the forward and backward pass took 127 ms with these chunks and 163 ms with
+# 64 MiB ones. Our guess at the reason: small temporaries are reused from the heap and
+# stay in cache, while large ones are mapped and faulted in afresh each time. On GPUs,
+# 64 MiB, so that each kernel launch has enough work (not measured).
 _CHUNK_ELEMENTS = 2**20
+_CHUNK_ELEMENTS_GPU = 2**24
 
 
 def per_token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -63,8 +65,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _chunk_positions(vocab_size: int) -> int:
-    return max(1, _CHUNK_ELEMENTS // vocab_size)
+def _chunk_positions(vocab_size: int, device: torch.device) -> int:
+    elements = _CHUNK_ELEMENTS if device.type == "cpu" else _CHUNK_ELEMENTS_GPU
+    return max(1, elements // vocab_size)
 
 
 class _GatherLogSumExp(torch.autograd.Function):
@@ -81,10 +84,10 @@ class _GatherLogSumExp(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vocab_size = logits.shape[-1]
         flat_logits = logits.reshape(-1, vocab_size)  # (P, V)
-        flat_ids = ids.reshape(flat_logits.shape[0], -1)  # (P, K)
+        flat_ids = ids.reshape(flat_logits.shape[0], ids.shape[-1])  # (P, K), P may be 0
         dtype = _compute_dtype(logits.dtype)
         logsumexp = torch.empty(flat_logits.shape[0], dtype=dtype, device=logits.device)
-        step = _chunk_positions(vocab_size)
+        step = _chunk_positions(vocab_size, logits.device)
         for start in range(0, flat_logits.shape[0], step):
             chunk = flat_logits[start : start + step].to(dtype)  # (C, V)
             torch.logsumexp(chunk, dim=-1, out=logsumexp[start : start + step])
@@ -102,25 +105,30 @@ class _GatherLogSumExp(torch.autograd.Function):
         logits, ids, logsumexp = ctx.saved_tensors
         vocab_size = logits.shape[-1]
         flat_logits = logits.reshape(-1, vocab_size)  # (P, V)
-        flat_ids = ids.reshape(flat_logits.shape[0], -1)  # (P, K)
+        flat_ids = ids.reshape(flat_logits.shape[0], ids.shape[-1])  # (P, K)
         dtype = logsumexp.dtype
         flat_grad_lse = grad_logsumexp.reshape(-1).to(dtype)  # (P,)
         flat_grad_gathered = grad_gathered.reshape(flat_ids.shape).to(dtype)  # (P, K)
 
         grad_logits = torch.empty_like(flat_logits)  # (P, V), in the logits' dtype
-        step = _chunk_positions(vocab_size)
+        # One check for the whole batch, so that the usual case, where every position has
+        # a gradient, needs no host synchronization per chunk on a GPU.
+        every_row_active = bool((flat_grad_lse != 0).all())
+        step = _chunk_positions(vocab_size, logits.device)
         for start in range(0, flat_logits.shape[0], step):
             stop = start + step
             # Float32 and float64 chunks are computed in place in the result; half-precision
             # ones in a float32 chunk that is then narrowed.
             same_dtype = grad_logits.dtype == dtype
-            chunk = (
-                grad_logits[start:stop]
-                if same_dtype
-                else torch.empty(grad_logits[start:stop].shape, dtype=dtype, device=logits.device)
+            chunk = grad_logits[start:stop] if same_dtype else torch.empty(
+                grad_logits[start:stop].shape, dtype=dtype, device=logits.device
             )  # (C, V)
             _softmax_times(
-                flat_logits[start:stop], logsumexp[start:stop], flat_grad_lse[start:stop], chunk
+                flat_logits[start:stop],
+                logsumexp[start:stop],
+                flat_grad_lse[start:stop],
+                chunk,
+                every_row_active,
             )
             chunk.scatter_add_(-1, flat_ids[start:stop], flat_grad_gathered[start:stop])
             if not same_dtype:
@@ -129,19 +137,25 @@ class _GatherLogSumExp(torch.autograd.Function):
 
 
 def _softmax_times(
-    logits: torch.Tensor, logsumexp: torch.Tensor, grad: torch.Tensor, out: torch.Tensor
+    logits: torch.Tensor,
+    logsumexp: torch.Tensor,
+    grad: torch.Tensor,
+    out: torch.Tensor,
+    every_row_active: bool,
 ) -> None:
     """Write `grad * softmax(logits)` into `out`, row by row: (C, V), (C,), (C,) -> (C, V).
 
-    Rows with a zero `grad` are written as zeros without computing their softmax. In a
-    padded batch these are the prompt and padding positions. In a packed batch they are
-    the rejected rows when no gradient flows through their log-probs (a detached gate).
+    Unless `every_row_active`, rows with a zero `grad` are written as zeros without
+    computing their softmax. In a packed batch these are the rejected rows when no
+    gradient flows through their log-probs (a detached gate), or the bad rows of binary
+    cringe. When called directly on padded logits, they are also the prompt and padding
+    positions.
     """
-    active = grad.nonzero().squeeze(-1)  # (A,)
-    if active.numel() == grad.numel():
+    if every_row_active:
         torch.sub(logits.to(out.dtype), logsumexp[:, None], out=out)
         out.exp_().mul_(grad[:, None])
         return
+    active = grad.nonzero().squeeze(-1)  # (A,)
     out.zero_()
     if active.numel():
         rows = torch.exp(logits.index_select(0, active).to(out.dtype) - logsumexp[active, None])

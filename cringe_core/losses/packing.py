@@ -43,12 +43,11 @@ def row_ids(mask: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(rows, counts)  # (M,)
 
 
-def row_sums(values: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """Sum packed per-token values by row: (M,) values and (M,) row ids -> (num_rows,)."""
-    totals = values.new_zeros(num_rows)
-    return totals.index_add(0, ids, values)  # (N,)
+def row_sums(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum packed per-token values by row: (M,) values and the (N, T) mask -> (N,).
 
-
-def leading_tokens(mask: torch.Tensor, rows: int) -> int:
-    """Count the packed tokens of the first `rows` rows, where the later rows' tokens start."""
-    return int(mask[:rows].sum())
+    The values are scattered back to (N, T) and summed along each row, which is
+    deterministic on GPUs, unlike an `index_add` over row ids.
+    """
+    padded = values.new_zeros(mask.shape).masked_scatter(mask, values)  # (N, T)
+    return padded.sum(dim=-1)  # (N,)

@@ -62,7 +62,7 @@ def compute(
     per_token, cringe = logps_and_cringe(
         tokens.logits, tokens.labels, rejected, spec.top_k, generator
     )  # (M,), (M,)
-    logps = row_sums(per_token, tokens.row_ids, 2 * num_pairs)  # (2B,)
+    logps = row_sums(per_token, mask)  # (2B,)
     chosen_logps, rejected_logps = logps[:num_pairs], logps[num_pairs:]  # (B,), (B,)
     if spec.margin == "mean":
         lengths = completion_lengths(mask)  # (2B,)
@@ -76,7 +76,7 @@ def compute(
 
     # Cross-entropy on the chosen side, gated cringe term on the rejected side.
     ce_sum = -chosen_logps.sum()
-    cringe_per_row = row_sums(cringe, tokens.row_ids, 2 * num_pairs)  # (2B,), zero for [:B]
+    cringe_per_row = row_sums(cringe, mask)  # (2B,), zero for [:B]
     cringe_sum = spec.alpha * (gate * cringe_per_row[num_pairs:]).sum()
 
     loss = divide_by_normalizer(ce_sum + cringe_sum, normalizer)

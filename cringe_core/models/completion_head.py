@@ -10,8 +10,8 @@ scored positions, and projects only those.
 The backbone-then-head split is exact only for families whose head is a plain
 projection of the last hidden state. Families that scale or cap the logits inside their
 own forward pass (Gemma 2's soft-capping, Cohere's logit scale, Granite's divisor) would
-get wrong logits, so only the families listed in `PLAIN_HEAD_MODEL_TYPES` take the split;
-every other model runs its full forward pass and the logits are selected afterwards.
+get wrong logits. So only the families listed in `PLAIN_HEAD_MODEL_TYPES` take the split.
+Every other model runs its full forward pass, and the logits are selected afterwards.
 """
 
 from __future__ import annotations
@@ -35,17 +35,25 @@ class CompletionLogits(nn.Module):
     in row-major order, which is the order of `tensor[positions]`.
 
     The wrapped model is a registered submodule, so DistributedDataParallel can wrap
-    this module and see the same parameters. A PEFT model is unwrapped to its base
-    model, whose layers hold the adapters.
+    this module and see the same parameters. A PEFT model with adapters in its layers
+    (LoRA) is unwrapped to its base model, whose layers hold the adapters. A PEFT model
+    that learns virtual prompt tokens is rejected: its own forward pass adds positions,
+    which would shift every logit against its label.
     """
 
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         # A tuple, so that the backbone and head are not registered a second time as
         # submodules of this module (they already are, under `model`).
-        self._split = _backbone_and_head(inner)
+        if _learns_prompt_tokens(model):
+            raise ValueError(
+                "PEFT prompt-learning adapters (prompt, prefix or p-tuning) are not "
+                "supported for training; use a LoRA adapter (model.lora) instead"
+            )
+        self._split = _backbone_and_head(
+            model.get_base_model() if hasattr(model, "get_base_model") else model
+        )
 
     @property
     def splits_head(self) -> bool:
@@ -79,6 +87,15 @@ def as_completion_logits(model: Any) -> Any:
     ):
         return model
     return CompletionLogits(model)
+
+
+def _learns_prompt_tokens(model: Any) -> bool:
+    """Check for a PEFT prompt-learning adapter (prompt, prefix or p-tuning)."""
+    configs = getattr(model, "peft_config", None)
+    active = getattr(model, "active_adapter", None)
+    if not isinstance(configs, dict) or not isinstance(active, str) or active not in configs:
+        return False
+    return bool(getattr(configs[active], "is_prompt_learning", False))
 
 
 def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:

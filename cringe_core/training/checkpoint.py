@@ -124,7 +124,13 @@ def load_checkpoint(
             )
 
     saved = torch.load(path / "optimizer.pt", weights_only=False)
+    # Loading replaces every param group's settings with the saved ones, including the
+    # kernel choice. That choice belongs to this machine, not to the run: a checkpoint
+    # from a run that used the foreach kernel would otherwise turn the fused one off.
+    kernels = [(group.get("fused"), group.get("foreach")) for group in optimizer.param_groups]
     optimizer.load_state_dict(saved["optimizer"])
+    for group, (fused, foreach) in zip(optimizer.param_groups, kernels, strict=True):
+        group["fused"], group["foreach"] = fused, foreach
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
