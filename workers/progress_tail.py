@@ -5,7 +5,8 @@ group in `worker_group_starts.jsonl` under the run folder (storage every node se
 This thread polls those files from the attempt's driver and reports what is new: metric
 points and progress, resumable checkpoints, and a `worker_group_restarted` event when
 Ray Train replaced a failed worker group; the job's phase is `recovering` from then until
-the new group logs a step past the checkpoint it resumed from. The report client keys
+the new group logs a step past the checkpoint it resumed from, and for at least one
+polling interval. The report client keys
 every write, so a step a restarted group trains again is not sent twice.
 
 Reporting from the driver rather than from rank 0 keeps the buffer of unsent reports
@@ -72,8 +73,11 @@ class ProgressTail:
                 log.info("progress not read this time: %s", error)
 
     def poll(self) -> None:
-        self._report_restarts()
-        self._report_metrics()
+        restarted = self._report_restarts()
+        # A restart seen in this poll keeps `recovering` until the next one, even when the
+        # new group has already trained past its checkpoint, so that the phase is shown
+        # for at least one interval instead of being replaced at once.
+        self._report_metrics(keep_recovering=restarted)
         self._report_checkpoints()
 
     def _read_lines(self, name: str) -> list[dict[str, Any]]:
@@ -84,7 +88,7 @@ class ProgressTail:
         # Only whole lines: the writer may be in the middle of the last one.
         return [json.loads(line) for line in lines if line.endswith("}")]
 
-    def _report_metrics(self) -> None:
+    def _report_metrics(self, keep_recovering: bool = False) -> None:
         newest = None
         for line in self._read_lines("metrics.jsonl"):
             step = int(line["step"])
@@ -96,7 +100,8 @@ class ProgressTail:
         if newest is None:
             return
         phase = None
-        if self._recovering_from is not None and newest > self._recovering_from:
+        moved_on = self._recovering_from is not None and newest > self._recovering_from
+        if moved_on and not keep_recovering:
             phase, self._recovering_from = "train", None  # training moves on again
         self.client.status("running", phase=phase, step=newest, total_steps=self.total_steps,
                            round_index=self.round_index or None)
@@ -115,8 +120,10 @@ class ProgressTail:
             self.client.checkpoint(step, "resumable", str(path),
                                    round_index=self.round_index or None)
 
-    def _report_restarts(self) -> None:
+    def _report_restarts(self) -> bool:
+        """Report restarts of the worker group not reported yet; return whether any was."""
         starts = self._read_lines(WORKER_GROUP_STARTS_FILE)
+        restarted = False
         for number, start in enumerate(starts[self._starts_seen:], self._starts_seen):
             if number == self._first_start:
                 continue  # this attempt's first start of the group is not a recovery
@@ -132,4 +139,6 @@ class ProgressTail:
                 step=number, level="warning", data={"resume_step": resume_step},
             )
             self._recovering_from = resume_step or 0
+            restarted = True
         self._starts_seen = max(self._starts_seen, len(starts))
+        return restarted
