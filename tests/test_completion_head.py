@@ -79,7 +79,7 @@ def test_split_head_equals_full_forward(model_type: str) -> None:
     head_model = CompletionLogits(model)
     assert head_model.splits_head
 
-    # The head sees only the M selected positions.
+    # The head's input has only the M selected positions.
     head_rows: list[int] = []
     hook = model.get_output_embeddings().register_forward_hook(
         lambda _module, args, _output: head_rows.append(args[0].shape[0])

@@ -38,7 +38,7 @@ def gather_with_logsumexp(
 
     logits: (..., V) float of any precision; ids: (..., K) long, each in [0, V).
     Returns `gathered` (..., K) and `logsumexp` (...), both in float32, or float64 for
-    float64 logits, and both differentiable. A log-prob is `gathered - logsumexp`; the
+    float64 logits, and both differentiable. A log-prob is `gathered - logsumexp`. The
     cringe term needs the raw logits, so both are returned.
 
     Both come from one autograd function whose backward pass fills one gradient buffer of
@@ -114,15 +114,18 @@ class _GatherLogSumExp(torch.autograd.Function):
         # One check for the whole batch, so that the usual case, where every position has
         # a gradient, needs no host synchronization per chunk on a GPU.
         every_row_active = bool((flat_grad_lse != 0).all())
+        # Float32 and float64 chunks are computed in place in the result. Half-precision
+        # ones are computed in a float32 chunk that is then narrowed.
+        same_dtype = grad_logits.dtype == dtype
         step = _chunk_positions(vocab_size, logits.device)
         for start in range(0, flat_logits.shape[0], step):
             stop = start + step
-            # Float32 and float64 chunks are computed in place in the result; half-precision
-            # ones in a float32 chunk that is then narrowed.
-            same_dtype = grad_logits.dtype == dtype
-            chunk = grad_logits[start:stop] if same_dtype else torch.empty(
-                grad_logits[start:stop].shape, dtype=dtype, device=logits.device
-            )  # (C, V)
+            if same_dtype:
+                chunk = grad_logits[start:stop]  # (C, V)
+            else:
+                chunk = torch.empty(
+                    grad_logits[start:stop].shape, dtype=dtype, device=logits.device
+                )
             _softmax_times(
                 flat_logits[start:stop],
                 logsumexp[start:stop],

@@ -55,8 +55,8 @@ def compute(
     check_shapes(inputs)
     mask = inputs.mask
 
-    # Token log-probs of both sides and the cringe term of the rejected tokens, from one
-    # pass over the packed logits; then the sequence log-probs and each pair's margin.
+    # Token log-probs of both sides and the cringe term of the rejected tokens come from
+    # one pass over the packed logits. The sequence log-probs and margins follow from them.
     tokens = packed_tokens(inputs)
     rejected = tokens.row_ids >= num_pairs  # (M,)
     per_token, cringe = logps_and_cringe(

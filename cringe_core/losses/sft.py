@@ -40,16 +40,16 @@ def compute(
 
     Metrics: `loss`, this micro-batch's sum divided by its own token count (detached).
     """
-    target_mask = _target_mask(inputs)  # (N, T)
+    is_good = good_rows(inputs, NAME)  # (N,); chosen rows in the pairwise layout
     check_shapes(inputs)
 
     # Only the chosen or good tokens count, so only their softmax is computed.
     tokens = packed_tokens(inputs)
-    targets = target_mask[inputs.mask].nonzero().squeeze(-1)  # (M_good,) packed indices
+    targets = is_good[tokens.row_ids].nonzero().squeeze(-1)  # (M_good,) packed indices
     target_logits = tokens.logits.index_select(0, targets)  # (M_good, V)
     ce_sum = -per_token_logps(target_logits, tokens.labels[targets]).sum()
     loss = divide_by_normalizer(ce_sum, normalizer)
-    local_tokens = target_mask.sum().clamp(min=1)
+    local_tokens = targets.numel() or 1
     return LossOutput(loss=loss, metrics={"loss": (ce_sum / local_tokens).detach()})
 
 

@@ -36,7 +36,7 @@ class CompletionLogits(nn.Module):
 
     The wrapped model is a registered submodule, so DistributedDataParallel can wrap
     this module and see the same parameters. A PEFT model with adapters in its layers
-    (LoRA) is unwrapped to its base model, whose layers hold the adapters. A PEFT model
+    (LoRA) is unwrapped to its base model, whose layers contain the adapters. A PEFT model
     that learns virtual prompt tokens is rejected: its own forward pass adds positions,
     which would shift every logit against its label.
     """
@@ -44,13 +44,13 @@ class CompletionLogits(nn.Module):
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
-        # A tuple, so that the backbone and head are not registered a second time as
-        # submodules of this module (they already are, under `model`).
         if _learns_prompt_tokens(model):
             raise ValueError(
                 "PEFT prompt-learning adapters (prompt, prefix or p-tuning) are not "
                 "supported for training; use a LoRA adapter (model.lora) instead"
             )
+        # A tuple, so that the backbone and head are not registered a second time as
+        # submodules of this module (they already are, under `model`).
         self._split = _backbone_and_head(
             model.get_base_model() if hasattr(model, "get_base_model") else model
         )

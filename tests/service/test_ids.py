@@ -11,10 +11,10 @@ from service.ids import id_pattern, new_id
 
 
 def test_ids_strictly_increase() -> None:
-    made = [new_id("ckpt") for _ in range(2000)]
-    assert made == sorted(made)
-    assert len(set(made)) == len(made)
-    assert all(id_pattern("ckpt").match(value) for value in made)
+    checkpoint_ids = [new_id("ckpt") for _ in range(2000)]
+    assert checkpoint_ids == sorted(checkpoint_ids)
+    assert len(set(checkpoint_ids)) == len(checkpoint_ids)
+    assert all(id_pattern("ckpt").match(value) for value in checkpoint_ids)
 
 
 @pytest.fixture(autouse=True)
