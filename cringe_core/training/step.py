@@ -79,6 +79,8 @@ class StepSettings:
     max_grad_norm: float | None
     world_size: int = 1
     all_reduce: AllReduce | None = None
+    # Called after each micro-batch's loss, before its backward pass (the heap guard).
+    after_forward: Callable[[], None] | None = None
 
 
 def train_step(
@@ -118,6 +120,8 @@ def train_step(
             output = settings.loss.compute(
                 inputs, settings.loss_spec, normalizer, generator_for(index)
             )
+            if settings.after_forward is not None:
+                settings.after_forward()
             (output.loss * settings.world_size).backward()
 
         rows += micro.rows

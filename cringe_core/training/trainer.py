@@ -36,6 +36,7 @@ from cringe_core.training.checkpoint import (
     save_checkpoint,
 )
 from cringe_core.training.data_order import DataOrder
+from cringe_core.training.heap_guard import HeapGuard
 from cringe_core.training.metrics_log import MetricsLog
 from cringe_core.training.optim import build_optimizer, build_scheduler
 from cringe_core.training.step import AllReduce, MicroBatch, Row, StepSettings, collate, train_step
@@ -228,6 +229,9 @@ class Trainer:
             world_size=self.parallel.world_size,
             all_reduce=self.parallel.all_reduce,
         )
+        heap_guard = HeapGuard.for_this_process()
+        if heap_guard is not None:
+            settings.after_forward = heap_guard.forward_done
         progress = self._progress_bar(state.step)
         self.write_status("running", state.step)
         metrics: dict[str, float] = {}
@@ -236,6 +240,8 @@ class Trainer:
             started = time.perf_counter()
             learning_rate = float(self.scheduler.get_last_lr()[0])
             micro_batches = self._micro_batches(order.take(training.batch_size))
+            if heap_guard is not None:
+                heap_guard.step_started()
             metrics = train_step(
                 train_model,
                 micro_batches,
@@ -245,6 +251,8 @@ class Trainer:
                 self._generator_for(step),
                 self.reference_model,
             )
+            if heap_guard is not None:
+                heap_guard.step_finished()
             elapsed_s = time.perf_counter() - started
             metrics.update(
                 learning_rate=learning_rate,
