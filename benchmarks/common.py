@@ -179,15 +179,16 @@ def run_child(
     return result
 
 
-def child_env(huge_pages: bool) -> dict[str, str]:
+def child_env(training_env: bool) -> dict[str, str]:
     """This process's environment, with the training processes' variables on or off.
 
     Our training processes start with `cringe_core.process_env.TRAINING_ENV` (huge pages
-    for large CPU tensors). A contender runs with them only when `huge_pages` is true, so
-    a variable set in the shell cannot reach one contender and not the other unnoticed.
+    for large CPU tensors, and freed memory kept in the heap). A contender runs with them
+    only when `training_env` is true, so a variable set in the shell cannot reach one
+    contender and not the other unnoticed.
     """
     env = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
-    if huge_pages:
+    if training_env:
         env.update(TRAINING_ENV)
     return env
 

@@ -93,7 +93,7 @@ def main() -> None:
             print(f"repeat {repeat + 1}/{args.repeats}: {precision}", flush=True)
             child = argparse.Namespace(**vars(args), precision=precision)
             arguments = child_arguments(child, args.loss)
-            runs[precision].append(run_child(script, arguments, child_env(huge_pages=True)))
+            runs[precision].append(run_child(script, arguments, child_env(training_env=True)))
 
     peaks_after = measure_peaks(device, args.matmul_size)
     peaks = {name: max(peaks_before[name], peaks_after[name]) for name in PRECISIONS}

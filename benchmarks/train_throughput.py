@@ -20,8 +20,9 @@ costs are reported apart: our reference precompute, and the construction of TRL'
 trainer (tokenization, plus its reference precompute when on).
 
 Our runs start with the environment our training processes get
-(`cringe_core.process_env`: huge pages for large CPU tensors). TRL's runs start without
-it, as TRL is installed, unless --trl-huge-pages gives it to them too.
+(`cringe_core.process_env`: huge pages for large CPU tensors, and freed memory kept in
+glibc's heap). TRL's runs start without it, as TRL is installed, unless
+--trl-training-env gives it to them too.
 
 Run from the repository root:
     .venv/bin/python benchmarks/train_throughput.py --write-readme
@@ -84,9 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--contenders", default=DEFAULT_CONTENDERS, help=f"Comma list from {CONTENDERS}."
     )
     parser.add_argument(
-        "--trl-huge-pages",
+        "--trl-training-env",
         action="store_true",
-        help="Give TRL's runs the huge-page setting our training processes start with.",
+        help="Give TRL's runs the environment our training processes start with.",
     )
     parser.add_argument("--result-name", default="train_throughput", help="Results file stem.")
     parser.add_argument("--write-readme", action="store_true", help="Update benchmarks/README.md.")
@@ -402,9 +403,9 @@ def main() -> None:
         shift = repeat % len(contenders)
         for name in contenders[shift:] + contenders[:shift]:
             print(f"repeat {repeat + 1}/{args.repeats}: {name}", flush=True)
-            huge_pages = not name.startswith("trl") or args.trl_huge_pages
-            result = run_child(script, child_arguments(args, name), child_env(huge_pages))
-            result["huge_pages"] = huge_pages
+            with_env = not name.startswith("trl") or args.trl_training_env
+            result = run_child(script, child_arguments(args, name), child_env(with_env))
+            result["training_env"] = with_env
             runs[name].append(result)
 
     info["uptime_end"] = uptime_line()
@@ -438,8 +439,9 @@ def describe_run(
         f"{info['date']}; {hardware}; {args.threads} threads; {versions}.\n"
         f"{args.batch_size} pairs per step, max length {args.max_length}, {args.precision}, "
         f"{args.warmup_steps} warm-up + {args.steps} timed steps, {args.repeats} runs each "
-        f"(median). Matmul peak {peak_flops / 1e9:.1f} GFLOP/s. Huge pages for large CPU "
-        f"tensors: ours on, TRL {'on' if args.trl_huge_pages else 'off'}.\n"
+        f"(median). Matmul peak {peak_flops / 1e9:.1f} GFLOP/s. Training processes' "
+        f"environment (huge pages, freed memory kept): ours on, "
+        f"TRL {'on' if args.trl_training_env else 'off'}.\n"
         f"Load at start: `{info['uptime_start']}`; at end: `{info['uptime_end']}`.\n\n{table}\n"
     )
 
