@@ -25,7 +25,7 @@ The malloc settings come only with the huge-page setting, which aligns large ten
 flat in most memory layouts; `cringe_core.training.heap_guard` covers the others.
 
 NOTE: glibc serves threads other than the main one from secondary arenas, which map
-allocations above 64 MiB on their own whatever these settings say. Ray Train runs the
+allocations above 64 MiB on their own regardless of these settings. Ray Train runs the
 training function in such a thread, so in Ray Train workers only smaller tensors are
 kept; `MALLOC_ARENA_MAX=1` would route them through the main heap (seen in a test loop),
 but that is not set or measured on a Ray Train run.
@@ -37,12 +37,12 @@ A value the user has already set is kept, so `THP_MEM_ALLOC_ENABLE=0` or
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ TRAINING_ENV = {HUGE_PAGES: "1", **MALLOC_ENV}
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 MALLOPT_PARAMS = {"MALLOC_MMAP_MAX_": M_MMAP_MAX, "MALLOC_TRIM_THRESHOLD_": M_TRIM_THRESHOLD}
+INT_MAX = 2**31 - 1
+MMAP_MAX_OFF = b"MALLOC_MMAP_MAX_=0"
+
+# Whether apply_to_this_process switched mmap off in this process.
+_applied_here = False
 
 
 def training_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -78,35 +83,70 @@ def apply_to_this_process() -> None:
     The huge-page setting takes effect only before this process first imports torch. The
     malloc settings are applied at once through `mallopt` where the C library is glibc.
     They are applied only when torch uses huge pages here, which it does when it saw the
-    setting at import (the module's docstring says why the two go together).
+    setting at import (the module's docstring explains why the two go together).
     """
+    global _applied_here
     torch_saw_huge_pages = "torch" not in sys.modules or os.environ.get(HUGE_PAGES) == "1"
     for name, value in training_env().items():
         os.environ.setdefault(name, value)
-    if os.environ[HUGE_PAGES] == "1" and torch_saw_huge_pages:
+    if os.environ[HUGE_PAGES] == "1" and torch_saw_huge_pages and _is_glibc():
         chosen = {name: os.environ[name] for name in MALLOPT_PARAMS if name in os.environ}
-        _set_malloc_options(chosen)
+        mallopt = ctypes.CDLL(None).mallopt  # the symbols already loaded, glibc's among them
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        mallopt.restype = ctypes.c_int
+        _applied_here = set_malloc_options(chosen, mallopt)
 
 
-def _set_malloc_options(values: Mapping[str, str]) -> None:
-    if platform.libc_ver()[0] != "glibc":
-        return  # musl, macOS and Windows have no mallopt with these parameters
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return
-    mallopt = ctypes.CDLL(library).mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
+def keeps_freed_memory() -> bool:
+    """Tell whether glibc keeps large freed blocks in this process's heap.
+
+    True when `apply_to_this_process` turned mmap off here, or when the process started
+    with `MALLOC_MMAP_MAX_=0` in its environment (glibc reads it only at start-up).
+    """
+    return _applied_here or _started_with(MMAP_MAX_OFF)
+
+
+def set_malloc_options(values: Mapping[str, str], mallopt: Callable[[int, int], int]) -> bool:
+    """Pass each value to `mallopt`; return True when mmap ended up switched off."""
+    mmap_off = False
     for name, text in values.items():
-        try:
-            value = int(text)
-        except ValueError:
-            logger.warning(
-                "ignoring %s=%r: set a whole number, or unset it for the default", name, text
-            )
+        value = _mallopt_value(name, text)
+        if value is None:
             continue
-        # mallopt takes a C int; for the trim threshold, -1 means never trim.
-        if value > 2**31 - 1:
-            value = -1 if MALLOPT_PARAMS[name] == M_TRIM_THRESHOLD else 2**31 - 1
         if mallopt(MALLOPT_PARAMS[name], value) != 1:
             logger.warning("glibc rejected %s=%s; its default is kept", name, text)
+        elif MALLOPT_PARAMS[name] == M_MMAP_MAX and value == 0:
+            mmap_off = True
+    return mmap_off
+
+
+def _mallopt_value(name: str, text: str) -> int | None:
+    """Convert a variable's text to mallopt's C int, or None to leave the option alone."""
+    try:
+        value = int(text)
+    except ValueError:
+        logger.warning(
+            "ignoring %s=%r: set a whole number, or unset it for the default", name, text
+        )
+        return None
+    if value < 0:
+        logger.warning("ignoring %s=%s: set a number of 0 or more", name, text)
+        return None
+    if value <= INT_MAX:
+        return value
+    if MALLOPT_PARAMS[name] == M_TRIM_THRESHOLD:
+        return -1  # mallopt's "never trim"; a threshold above 2 GiB means nearly that
+    logger.warning("%s=%s is above mallopt's limit; %d is used", name, text, INT_MAX)
+    return INT_MAX
+
+
+def _is_glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
+
+
+def _started_with(entry: bytes) -> bool:
+    """Check the environment this process started with (Linux's /proc/self/environ)."""
+    try:
+        return entry in Path("/proc/self/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False

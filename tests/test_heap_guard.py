@@ -1,4 +1,4 @@
-"""The heap guard falls back to glibc's defaults when kept memory outgrows the working set."""
+"""The heap guard falls back to glibc's behaviour when the heap outgrows what steps use."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ import platform
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from cringe_core import process_env
 from cringe_core.process_env import TRAINING_ENV
+from cringe_core.spec import parse_spec
+from cringe_core.training import trainer as trainer_module
 from cringe_core.training.heap_guard import (
-    DEFAULT_MMAP_MAX,
-    DEFAULT_TRIM_THRESHOLD,
-    M_MMAP_MAX,
-    M_TRIM_THRESHOLD,
+    FALLBACK_OPTIONS,
     SLACK_BYTES,
     HeapGuard,
     MallInfo2,
 )
+from cringe_core.training.trainer import Trainer
+from tests.conftest import ALPACA_EVAL
 
 MiB = 2**20
 
@@ -30,74 +33,122 @@ class FakeLibc:
     """Scripted heap statistics, and a record of the calls the guard makes."""
 
     in_use: int = 0
-    free: int = 0
-    calls: list[tuple[str, int, ...]] = field(default_factory=list)
+    heap: int = 0
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
 
     def mallinfo2(self) -> MallInfo2:
-        return MallInfo2(uordblks=self.in_use, fordblks=self.free)
+        return MallInfo2(uordblks=self.in_use, arena=self.heap)
 
-    def mallopt(self, parameter: int, value: int) -> int:
-        self.calls.append(("mallopt", parameter, value))
+    def mallopt(self, option: int, value: int) -> int:
+        self.calls.append(("mallopt", option, value))
         return 1
 
     def malloc_trim(self, pad: int) -> int:
-        self.calls.append(("malloc_trim", pad))
+        self.calls.append(("malloc_trim", pad, 0))
         return 1
 
 
-def run_step(guard: HeapGuard, libc: FakeLibc, working_set: int, free_after: int) -> bool:
-    libc.in_use = 1000 * MiB
-    guard.step_started()
-    libc.in_use += working_set
-    guard.forward_done()
-    libc.in_use = 1000 * MiB
-    libc.free = free_after
+def run_step(guard: HeapGuard, libc: FakeLibc, peak: int, heap_after: int) -> bool:
+    """One step: bytes in use reach `peak` in the backward pass, then fall back to 1 GiB."""
+    libc.in_use = peak // 2
+    guard.note_in_use()  # after the forward pass
+    libc.in_use = peak
+    guard.note_in_use()  # after the backward pass, with every gradient alive
+    libc.in_use = 1024 * MiB  # zero_grad freed the gradients
+    libc.heap = heap_after
     return guard.step_finished()
 
 
-def test_kept_memory_within_the_limit_is_left_alone() -> None:
+def test_healthy_heap_is_left_alone() -> None:
     libc = FakeLibc()
     guard = HeapGuard(libc)
     for _ in range(5):
-        assert not run_step(guard, libc, working_set=1000 * MiB, free_after=3000 * MiB)
-    assert guard.working_set == 1000 * MiB
+        assert not run_step(guard, libc, peak=3000 * MiB, heap_after=5000 * MiB)
+    assert guard.peak_in_use == 3000 * MiB
     assert libc.calls == []
 
 
-def test_growing_free_memory_makes_it_fall_back_once() -> None:
+def test_freed_gradients_do_not_trigger_it() -> None:
+    # A large model's gradients, freed at the end of each step, stay in the heap as free
+    # memory. The probe after the backward pass counts them in the peak.
     libc = FakeLibc()
     guard = HeapGuard(libc)
-    limit = 3 * 1000 * MiB + SLACK_BYTES
-    assert not run_step(guard, libc, working_set=1000 * MiB, free_after=limit)
-    assert run_step(guard, libc, working_set=1000 * MiB, free_after=limit + MiB)
-    assert libc.calls == [
-        ("malloc_trim", 0),
-        ("mallopt", M_MMAP_MAX, DEFAULT_MMAP_MAX),
-        ("mallopt", M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD),
-    ]
+    assert not run_step(guard, libc, peak=4000 * MiB, heap_after=4000 * MiB + SLACK_BYTES)
+    assert libc.calls == []
+
+
+def test_growing_heap_falls_back_once() -> None:
+    libc = FakeLibc()
+    guard = HeapGuard(libc)
+    limit = 2 * 3000 * MiB + SLACK_BYTES
+    assert not run_step(guard, libc, peak=3000 * MiB, heap_after=limit)
+    assert run_step(guard, libc, peak=3000 * MiB, heap_after=limit + MiB)
+    expected = [("malloc_trim", 0, 0)]
+    expected += [("mallopt", option, value) for option, value in FALLBACK_OPTIONS]
+    assert libc.calls == expected
+
     # After the fallback the guard stays quiet: glibc hands memory back by itself.
-    assert not run_step(guard, libc, working_set=1000 * MiB, free_after=limit * 10)
-    assert len(libc.calls) == 3
+    assert not run_step(guard, libc, peak=3000 * MiB, heap_after=limit * 10)
+    assert libc.calls == expected
 
 
-def test_largest_working_set_sets_limit() -> None:
+def test_fallback_restores_dynamic_threshold_maximums() -> None:
+    # mmap back on, large blocks mapped above 32 MiB and the heap trimmed above 64 MiB.
+    assert ((-4, 65536), (-3, 32 * MiB), (-1, 64 * MiB)) == FALLBACK_OPTIONS
+
+
+def test_largest_peak_sets_limit() -> None:
     libc = FakeLibc()
     guard = HeapGuard(libc)
-    run_step(guard, libc, working_set=2000 * MiB, free_after=0)
+    run_step(guard, libc, peak=4000 * MiB, heap_after=0)
     # A later, smaller step does not lower the limit that the larger one set.
-    assert not run_step(guard, libc, working_set=100 * MiB, free_after=6000 * MiB)
-    assert guard.working_set == 2000 * MiB
+    assert not run_step(guard, libc, peak=1500 * MiB, heap_after=8000 * MiB)
+    assert guard.peak_in_use == 4000 * MiB
 
 
-def test_no_guard_without_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
+def test_no_guard_without_kept_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process_env, "keeps_freed_memory", lambda: False)
     assert HeapGuard.for_this_process() is None
-    monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
-    assert HeapGuard.for_this_process() is None
+
+
+@dataclass
+class RecordingGuard:
+    probes: int = 0
+    steps: int = 0
+
+    def note_in_use(self) -> None:
+        self.probes += 1
+
+    def step_finished(self) -> bool:
+        self.steps += 1
+        return False
+
+
+def test_trainer_reports_to_guard(
+    tiny_policy_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = RecordingGuard()
+    monkeypatch.setattr(trainer_module.HeapGuard, "for_this_process", lambda: guard)
+    spec = parse_spec(
+        {
+            "model": {"name": str(tiny_policy_path)},
+            "dataset": {
+                "path": str(ALPACA_EVAL / "FuseChat-Llama-3.2-3B-Instruct.json.gz"),
+                "max_rows": 24,
+                "max_invalid_fraction": 0.9,
+            },
+            "loss": {"name": "pairwise_cringe"},
+            "training": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 1, "max_length": 64},
+        }
+    )
+    Trainer(spec, tmp_path / "run").run()
+    assert guard.steps == 2
+    # Two micro-batches per step, each probed after its forward and its backward pass.
+    assert guard.probes == 2 * 2 * 2
 
 
 # A training-like loop in a process that keeps freed memory: the guard reads glibc's real
-# statistics, measures a working set of about 256 MiB and leaves the heap alone.
+# statistics, measures a peak of at least the 256 MiB tensor and leaves the heap alone.
 GUARDED_CHILD = """
 import json
 from cringe_core import process_env
@@ -107,25 +158,51 @@ from cringe_core.training.heap_guard import HeapGuard
 guard = HeapGuard.for_this_process()
 fell_back = []
 for _ in range(4):
-    guard.step_started()
     tensor = torch.ones(64 * 2**20)
-    guard.forward_done()
+    guard.note_in_use()
     del tensor
     fell_back.append(guard.step_finished())
-print(json.dumps({"working_set": guard.working_set, "fell_back": any(fell_back)}))
+print(json.dumps({"peak_in_use": guard.peak_in_use, "fell_back": any(fell_back)}))
+"""
+
+# torch imported before the settings: PyTorch did not see the huge-page setting, so the
+# malloc settings are not applied, and no guard is made.
+LATE_CHILD = """
+import json
+import torch
+from cringe_core import process_env
+process_env.apply_to_this_process()
+from cringe_core.training.heap_guard import HeapGuard
+print(json.dumps({"kept": process_env.keeps_freed_memory(),
+                  "guard": HeapGuard.for_this_process() is not None}))
 """
 
 
-@pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc" or platform.libc_ver()[1] < "2.33",
-    reason="the guard reads glibc's mallinfo2 (glibc 2.33 and later)",
-)
-def test_guard_reads_the_real_heap() -> None:
+def run_child(code: str) -> dict[str, object]:
     base = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
     completed = subprocess.run(
-        [sys.executable, "-c", GUARDED_CHILD], env=base, capture_output=True, text=True
+        [sys.executable, "-c", code], env=base, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr
-    result = json.loads(completed.stdout.splitlines()[-1])
-    assert 256 * MiB <= result["working_set"] < 300 * MiB
+    result: dict[str, object] = json.loads(completed.stdout.splitlines()[-1])
+    return result
+
+
+def glibc_with_mallinfo2() -> bool:
+    name, version = platform.libc_ver()
+    return name == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 33)
+
+
+@pytest.mark.skipif(not glibc_with_mallinfo2(), reason="the guard reads glibc's mallinfo2")
+def test_guard_reads_real_heap() -> None:
+    result = run_child(GUARDED_CHILD)
+    assert isinstance(result["peak_in_use"], int)
+    assert result["peak_in_use"] >= 256 * MiB
     assert result["fell_back"] is False
+
+
+@pytest.mark.skipif(not glibc_with_mallinfo2(), reason="the guard reads glibc's mallinfo2")
+def test_no_guard_when_torch_came_first() -> None:
+    result = run_child(LATE_CHILD)
+    assert result["kept"] is False
+    assert result["guard"] is False

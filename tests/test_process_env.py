@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from cringe_core.process_env import TRAINING_ENV, training_env
+from cringe_core.process_env import (
+    INT_MAX,
+    M_MMAP_MAX,
+    M_TRIM_THRESHOLD,
+    TRAINING_ENV,
+    set_malloc_options,
+    training_env,
+)
+from tests.test_heap_guard import glibc_with_mallinfo2
 from workers.ray_train import _worker_env
 
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -114,8 +122,7 @@ def malloc_statistics(environ: dict[str, str]) -> dict[str, int]:
 
 
 @pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc" or platform.libc_ver()[1] < "2.33",
-    reason="the settings are glibc's, and mallinfo2 came in glibc 2.33",
+    not glibc_with_mallinfo2(), reason="the settings are glibc's, and mallinfo2 came in 2.33"
 )
 def test_large_tensors_come_from_the_heap() -> None:
     base = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
@@ -123,8 +130,8 @@ def test_large_tensors_come_from_the_heap() -> None:
     # the tensor comes from the heap, where freed memory is kept. Whether a later round
     # reuses it depends on the memory layout (see cringe_core.training.heap_guard), so
     # this checks only where the tensor comes from.
-    kept = malloc_statistics(base)
-    assert kept["mapped"] == 0
+    with_settings = malloc_statistics(base)
+    assert with_settings["mapped"] == 0
 
     # Control: glibc's default maps each 256 MiB tensor on its own and unmaps it on free.
     default = malloc_statistics({**base, "MALLOC_MMAP_MAX_": "65536"})
@@ -146,3 +153,36 @@ def test_bad_malloc_value_is_ignored_with_warning() -> None:
     assert completed.returncode == 0, completed.stderr
     if platform.libc_ver()[0] == "glibc":
         assert "ignoring MALLOC_MMAP_MAX_='lots'" in completed.stderr
+
+
+class RecordingMallopt:
+    def __init__(self, result: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.result = result
+
+    def __call__(self, option: int, value: int) -> int:
+        self.calls.append((option, value))
+        return self.result
+
+
+def test_mallopt_gets_c_int_values() -> None:
+    mallopt = RecordingMallopt()
+    values = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+    assert set_malloc_options(values, mallopt) is True
+    # A trim threshold beyond a C int becomes -1, mallopt's "never trim".
+    assert mallopt.calls == [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)]
+
+
+def test_mallopt_clamps_and_skips_bad_values(caplog: pytest.LogCaptureFixture) -> None:
+    mallopt = RecordingMallopt()
+    values = {"MALLOC_MMAP_MAX_": str(2**40), "MALLOC_TRIM_THRESHOLD_": "-5"}
+    assert set_malloc_options(values, mallopt) is False
+    assert mallopt.calls == [(M_MMAP_MAX, INT_MAX)]
+    assert "above mallopt's limit" in caplog.text
+    assert "ignoring MALLOC_TRIM_THRESHOLD_=-5" in caplog.text
+
+
+def test_mallopt_rejection_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    mallopt = RecordingMallopt(result=0)
+    assert set_malloc_options({"MALLOC_MMAP_MAX_": "0"}, mallopt) is False
+    assert "glibc rejected MALLOC_MMAP_MAX_=0" in caplog.text

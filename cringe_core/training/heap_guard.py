@@ -8,33 +8,41 @@ same size only after it has merged with free space beside it. A long-lived small
 allocation beside it can prevent that merge. A test loop over one 256 MiB tensor then grew
 the heap by 256 MiB every round, in some memory layouts and not in others.
 
-The guard bounds that waste. Before each step it notes the bytes in use; after the
-forward pass, the most a step has added to them (its working set); after the step, the
-heap's free bytes. When the free bytes exceed three times the largest working set plus
-512 MiB, it hands the free memory back (`malloc_trim`) and turns glibc's defaults back on
-for the rest of the process. Training then runs as fast as it would without the setting.
+The guard bounds that waste. The trainer reports the bytes in use after each forward
+and each backward pass, the points where a step uses the most memory. After each step,
+the guard compares the heap's size with the most bytes ever in use. A heap larger than
+twice that plus 512 MiB contains memory that no step has needed, so the guard hands
+the free memory back (`malloc_trim`) and sets glibc's thresholds to the highest values
+its own dynamic thresholds reach. The rest of the run then allocates much as a process started
+without the settings would.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
-import os
-import platform
 from typing import Any
+
+from cringe_core import process_env
 
 logger = logging.getLogger(__name__)
 
 MiB = 2**20
 SLACK_BYTES = 512 * MiB
-WORKING_SET_FACTOR = 3
+PEAK_FACTOR = 2
 
-# mallopt parameter numbers and glibc's own defaults, from glibc's malloc.h and malloc.c.
+# mallopt parameter numbers, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-DEFAULT_TRIM_THRESHOLD = 128 * 1024
-DEFAULT_MMAP_MAX = 65536
+# Setting any of these turns glibc's dynamic thresholds off, so the fallback sets the
+# highest values those reach: mapped above 32 MiB (the dynamic threshold's maximum on
+# 64-bit systems), trimmed above twice that.
+FALLBACK_OPTIONS = (
+    (M_MMAP_MAX, 65536),
+    (M_MMAP_THRESHOLD, 32 * MiB),
+    (M_TRIM_THRESHOLD, 64 * MiB),
+)
 
 
 class MallInfo2(ctypes.Structure):
@@ -58,7 +66,7 @@ class MallInfo2(ctypes.Structure):
 
 
 class HeapGuard:
-    """Watch the heap across training steps; fall back to glibc's defaults when it fragments.
+    """Watch the heap across training steps; fall back to glibc's behaviour if it fragments.
 
     `libc` needs `mallinfo2`, `mallopt` and `malloc_trim` with glibc's signatures; tests
     pass a fake. Use `for_this_process()` to get a guard only where one is needed.
@@ -66,22 +74,17 @@ class HeapGuard:
 
     def __init__(self, libc: Any) -> None:
         self._libc = libc
-        self._in_use_at_start = 0
-        self.working_set = 0
+        self.peak_in_use = 0
         self.fell_back = False
 
     @classmethod
     def for_this_process(cls) -> HeapGuard | None:
-        """Return a guard on glibc 2.33 or later when freed memory is kept here, else None."""
-        if os.environ.get("MALLOC_MMAP_MAX_") != "0":
+        """Return a guard where this process keeps freed memory and has mallinfo2, else None."""
+        if not process_env.keeps_freed_memory():
             return None
-        name, version = platform.libc_ver()
-        if name != "glibc" or tuple(int(part) for part in version.split(".")[:2]) < (2, 33):
-            return None
-        path = ctypes.util.find_library("c")
-        if path is None:
-            return None
-        libc = ctypes.CDLL(path)
+        libc = ctypes.CDLL(None)  # the symbols already loaded, glibc's among them
+        if not hasattr(libc, "mallinfo2"):
+            return None  # glibc before 2.33
         libc.mallinfo2.restype = MallInfo2
         libc.mallinfo2.argtypes = []
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -90,38 +93,30 @@ class HeapGuard:
         libc.malloc_trim.restype = ctypes.c_int
         return cls(libc)
 
-    def _in_use(self) -> int:
-        info = self._libc.mallinfo2()
-        return int(info.uordblks) + int(info.hblkhd)
-
-    def step_started(self) -> None:
+    def note_in_use(self) -> None:
+        """Record the bytes in use; call it after each forward and each backward pass."""
         if not self.fell_back:
-            self._in_use_at_start = self._in_use()
-
-    def forward_done(self) -> None:
-        """Record the step's working set so far; call it before each backward pass."""
-        if not self.fell_back:
-            added = self._in_use() - self._in_use_at_start
-            self.working_set = max(self.working_set, added)
+            in_use = int(self._libc.mallinfo2().uordblks)
+            self.peak_in_use = max(self.peak_in_use, in_use)
 
     def step_finished(self) -> bool:
         """Check the heap after a step; return True when this call fell back."""
         if self.fell_back:
             return False
-        free = int(self._libc.mallinfo2().fordblks)
-        limit = WORKING_SET_FACTOR * self.working_set + SLACK_BYTES
-        if free <= limit:
+        heap = int(self._libc.mallinfo2().arena)
+        limit = PEAK_FACTOR * self.peak_in_use + SLACK_BYTES
+        if heap <= limit:
             return False
         self._libc.malloc_trim(0)
-        self._libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        self._libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+        for option, value in FALLBACK_OPTIONS:
+            self._libc.mallopt(option, value)
         self.fell_back = True
         logger.warning(
-            "the heap kept %d MiB free against a working set of %d MiB per step, so it has "
-            "fragmented; freed memory now goes back to the kernel, as by glibc's default. "
-            "Training continues, with steps slower by the time the kernel takes to fault "
-            "pages in; set MALLOC_MMAP_MAX_=65536 to start that way",
-            free // MiB,
-            self.working_set // MiB,
+            "the heap contains %d MiB, more than twice the %d MiB a step has used at most, "
+            "so it has fragmented. Freed memory now goes back to the kernel, as by "
+            "glibc's default, and training continues with slower steps. Set "
+            "MALLOC_MMAP_MAX_=65536 to start that way",
+            heap // MiB,
+            self.peak_in_use // MiB,
         )
         return True

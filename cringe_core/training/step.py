@@ -79,8 +79,9 @@ class StepSettings:
     max_grad_norm: float | None
     world_size: int = 1
     all_reduce: AllReduce | None = None
-    # Called after each micro-batch's loss, before its backward pass (the heap guard).
-    after_forward: Callable[[], None] | None = None
+    # Called after each micro-batch's loss and after its backward pass, where a step
+    # holds the most memory (the heap guard reads the bytes in use there).
+    memory_probe: Callable[[], None] | None = None
 
 
 def train_step(
@@ -120,9 +121,11 @@ def train_step(
             output = settings.loss.compute(
                 inputs, settings.loss_spec, normalizer, generator_for(index)
             )
-            if settings.after_forward is not None:
-                settings.after_forward()
+            if settings.memory_probe is not None:
+                settings.memory_probe()
             (output.loss * settings.world_size).backward()
+            if settings.memory_probe is not None:
+                settings.memory_probe()
 
         rows += micro.rows
         for name, value in output.metrics.items():

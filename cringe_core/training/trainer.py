@@ -231,7 +231,7 @@ class Trainer:
         )
         heap_guard = HeapGuard.for_this_process()
         if heap_guard is not None:
-            settings.after_forward = heap_guard.forward_done
+            settings.memory_probe = heap_guard.note_in_use
         progress = self._progress_bar(state.step)
         self.write_status("running", state.step)
         metrics: dict[str, float] = {}
@@ -240,8 +240,6 @@ class Trainer:
             started = time.perf_counter()
             learning_rate = float(self.scheduler.get_last_lr()[0])
             micro_batches = self._micro_batches(order.take(training.batch_size))
-            if heap_guard is not None:
-                heap_guard.step_started()
             metrics = train_step(
                 train_model,
                 micro_batches,
