@@ -16,8 +16,8 @@ next step. Two settings keep that cheap on CPUs:
   plus backward pass took 5.3 s with it against 3.3 s without. The cost is that the
   process holds its peak memory until it exits. The peak itself stayed the same (5.5 GB)
   in a 24-step test with batches of varying shape.
-  glibc reads these variables when the process starts; `apply_to_this_process` sets the
-  same values through `mallopt` for a process that started without them.
+  glibc reads these variables when the process starts. For a process that started
+  without them, `apply_to_this_process` sets the same values through `mallopt`.
 
 The malloc settings come only with the huge-page setting, which aligns large tensors to
 2 MiB. With PyTorch's default 64-byte alignment, a test loop that allocated and freed one
@@ -27,7 +27,7 @@ flat in most memory layouts; `cringe_core.training.heap_guard` covers the others
 NOTE: glibc serves threads other than the main one from secondary arenas, which map
 allocations above 64 MiB on their own regardless of these settings. Ray Train runs the
 training function in such a thread, so in Ray Train workers only smaller tensors are
-kept; `MALLOC_ARENA_MAX=1` would route them through the main heap (seen in a test loop),
+kept. `MALLOC_ARENA_MAX=1` would route them through the main heap (seen in a test loop),
 but that is not set or measured on a Ray Train run.
 
 A value the user has already set is kept, so `THP_MEM_ALLOC_ENABLE=0` or
@@ -43,6 +43,7 @@ import platform
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ TRAINING_ENV = {HUGE_PAGES: "1", **MALLOC_ENV}
 
 # mallopt parameter numbers from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 MALLOPT_PARAMS = {"MALLOC_MMAP_MAX_": M_MMAP_MAX, "MALLOC_TRIM_THRESHOLD_": M_TRIM_THRESHOLD}
 INT_MAX = 2**31 - 1
@@ -91,10 +93,18 @@ def apply_to_this_process() -> None:
         os.environ.setdefault(name, value)
     if os.environ[HUGE_PAGES] == "1" and torch_saw_huge_pages and _is_glibc():
         chosen = {name: os.environ[name] for name in MALLOPT_PARAMS if name in os.environ}
-        mallopt = ctypes.CDLL(None).mallopt  # the symbols already loaded, glibc's among them
-        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        mallopt.restype = ctypes.c_int
-        _applied_here = set_malloc_options(chosen, mallopt)
+        _applied_here = set_malloc_options(chosen, glibc().mallopt)
+
+
+def glibc() -> Any:
+    """Return the C library already loaded in this process, with `mallopt` typed.
+
+    Call it only where the C library is glibc.
+    """
+    library = ctypes.CDLL(None)  # the symbols already loaded, glibc's among them
+    library.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    library.mallopt.restype = ctypes.c_int
+    return library
 
 
 def keeps_freed_memory() -> bool:
@@ -107,14 +117,14 @@ def keeps_freed_memory() -> bool:
 
 
 def set_malloc_options(values: Mapping[str, str], mallopt: Callable[[int, int], int]) -> bool:
-    """Pass each value to `mallopt`; return True when mmap ended up switched off."""
+    """Pass each value to `mallopt` and return True when mmap ended up switched off."""
     mmap_off = False
     for name, text in values.items():
         value = _mallopt_value(name, text)
         if value is None:
             continue
         if mallopt(MALLOPT_PARAMS[name], value) != 1:
-            logger.warning("glibc rejected %s=%s; its default is kept", name, text)
+            logger.warning("glibc rejected %s=%s, so its default is kept", name, text)
         elif MALLOPT_PARAMS[name] == M_MMAP_MAX and value == 0:
             mmap_off = True
     return mmap_off
@@ -135,8 +145,8 @@ def _mallopt_value(name: str, text: str) -> int | None:
     if value <= INT_MAX:
         return value
     if MALLOPT_PARAMS[name] == M_TRIM_THRESHOLD:
-        return -1  # mallopt's "never trim"; a threshold above 2 GiB means nearly that
-    logger.warning("%s=%s is above mallopt's limit; %d is used", name, text, INT_MAX)
+        return -1  # mallopt's "never trim", which a threshold above 2 GiB nearly means
+    logger.warning("%s=%s is above mallopt's limit, so %d is used instead", name, text, INT_MAX)
     return INT_MAX
 
 

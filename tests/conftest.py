@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import secrets
 from pathlib import Path
 
@@ -19,6 +20,19 @@ os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 ALPACA_EVAL = SHARED_DATA / "alpaca-eval-annotations"
+
+
+def glibc_with_mallinfo2() -> bool:
+    """Check for glibc 2.33 or later, which has the mallinfo2 heap statistics."""
+    name, version = platform.libc_ver()
+    return name == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 33)
+
+
+def env_without_training_vars() -> dict[str, str]:
+    """Return this environment without the variables training processes start with."""
+    from cringe_core.process_env import TRAINING_ENV
+
+    return {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
 
 
 @pytest.fixture(scope="session")

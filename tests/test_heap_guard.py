@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from cringe_core import process_env
-from cringe_core.process_env import TRAINING_ENV
 from cringe_core.spec import parse_spec
 from cringe_core.training import trainer as trainer_module
 from cringe_core.training.heap_guard import (
@@ -23,7 +20,7 @@ from cringe_core.training.heap_guard import (
     MallInfo2,
 )
 from cringe_core.training.trainer import Trainer
-from tests.conftest import ALPACA_EVAL
+from tests.conftest import ALPACA_EVAL, env_without_training_vars, glibc_with_mallinfo2
 
 MiB = 2**20
 
@@ -49,7 +46,7 @@ class FakeLibc:
 
 
 def run_step(guard: HeapGuard, libc: FakeLibc, peak: int, heap_after: int) -> bool:
-    """One step: bytes in use reach `peak` in the backward pass, then fall back to 1 GiB."""
+    """Run one step: the bytes in use reach `peak` in the backward pass, then drop to 1 GiB."""
     libc.in_use = peak // 2
     guard.note_in_use()  # after the forward pass
     libc.in_use = peak
@@ -68,7 +65,7 @@ def test_healthy_heap_is_left_alone() -> None:
     assert libc.calls == []
 
 
-def test_freed_gradients_do_not_trigger_it() -> None:
+def test_freed_gradients_keep_guard_quiet() -> None:
     # A large model's gradients, freed at the end of each step, stay in the heap as free
     # memory. The probe after the backward pass counts them in the peak.
     libc = FakeLibc()
@@ -179,18 +176,15 @@ print(json.dumps({"kept": process_env.keeps_freed_memory(),
 
 
 def run_child(code: str) -> dict[str, object]:
-    base = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
     completed = subprocess.run(
-        [sys.executable, "-c", code], env=base, capture_output=True, text=True
+        [sys.executable, "-c", code],
+        env=env_without_training_vars(),
+        capture_output=True,
+        text=True,
     )
     assert completed.returncode == 0, completed.stderr
     result: dict[str, object] = json.loads(completed.stdout.splitlines()[-1])
     return result
-
-
-def glibc_with_mallinfo2() -> bool:
-    name, version = platform.libc_ver()
-    return name == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 33)
 
 
 @pytest.mark.skipif(not glibc_with_mallinfo2(), reason="the guard reads glibc's mallinfo2")

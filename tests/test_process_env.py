@@ -1,4 +1,4 @@
-"""Training processes start with huge pages and with freed memory kept, unless the user says no."""
+"""Training processes start with huge pages and keep freed memory, unless the user turns it off."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from cringe_core.process_env import (
     set_malloc_options,
     training_env,
 )
-from tests.test_heap_guard import glibc_with_mallinfo2
+from tests.conftest import env_without_training_vars, glibc_with_mallinfo2
 from workers.ray_train import _worker_env
 
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -94,13 +94,9 @@ import ctypes, json
 from cringe_core import process_env
 process_env.apply_to_this_process()
 import torch
+from cringe_core.training.heap_guard import MallInfo2
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
-
-mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = MallInfo2
 mapped = []
 for _ in range(3):
@@ -125,7 +121,7 @@ def malloc_statistics(environ: dict[str, str]) -> dict[str, int]:
     not glibc_with_mallinfo2(), reason="the settings are glibc's, and mallinfo2 came in 2.33"
 )
 def test_large_tensors_come_from_the_heap() -> None:
-    base = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
+    base = env_without_training_vars()
     # Started without the variables: apply_to_this_process sets them through mallopt, so
     # the tensor comes from the heap, where freed memory is kept. Whether a later round
     # reuses it depends on the memory layout (see cringe_core.training.heap_guard), so
@@ -139,7 +135,7 @@ def test_large_tensors_come_from_the_heap() -> None:
 
 
 def test_bad_malloc_value_is_ignored_with_warning() -> None:
-    base = {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
+    base = env_without_training_vars()
     completed = subprocess.run(
         [
             sys.executable,

@@ -13,8 +13,8 @@ and each backward pass, the points where a step uses the most memory. After each
 the guard compares the heap's size with the most bytes ever in use. A heap larger than
 twice that plus 512 MiB contains memory that no step has needed, so the guard hands
 the free memory back (`malloc_trim`) and sets glibc's thresholds to the highest values
-its own dynamic thresholds reach. The rest of the run then allocates much as a process started
-without the settings would.
+its own dynamic thresholds reach. The rest of the run then allocates much as a process
+started without the settings would.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from cringe_core import process_env
+from cringe_core.process_env import M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ MiB = 2**20
 SLACK_BYTES = 512 * MiB
 PEAK_FACTOR = 2
 
-# mallopt parameter numbers, from glibc's malloc.h.
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_MMAP_MAX = -4
 # Setting any of these turns glibc's dynamic thresholds off, so the fallback sets the
 # highest values those reach: mapped above 32 MiB (the dynamic threshold's maximum on
 # 64-bit systems), trimmed above twice that.
@@ -46,12 +43,12 @@ FALLBACK_OPTIONS = (
 
 
 class MallInfo2(ctypes.Structure):
-    """glibc's `struct mallinfo2` (glibc 2.33 and later); sizes in bytes."""
+    """glibc's `struct mallinfo2` (glibc 2.33 and later), with sizes in bytes."""
 
     _fields_ = [
         (name, ctypes.c_size_t)
         for name in (
-            "arena",  # bytes the heaps hold, free or not (mmapped chunks excluded)
+            "arena",  # bytes in the heaps, free or not (mmapped chunks excluded)
             "ordblks",
             "smblks",
             "hblks",
@@ -66,9 +63,9 @@ class MallInfo2(ctypes.Structure):
 
 
 class HeapGuard:
-    """Watch the heap across training steps; fall back to glibc's behaviour if it fragments.
+    """Heap watcher across training steps, which falls back to glibc's behaviour on fragmentation.
 
-    `libc` needs `mallinfo2`, `mallopt` and `malloc_trim` with glibc's signatures; tests
+    `libc` needs `mallinfo2`, `mallopt` and `malloc_trim` with glibc's signatures. Tests
     pass a fake. Use `for_this_process()` to get a guard only where one is needed.
     """
 
@@ -82,25 +79,23 @@ class HeapGuard:
         """Return a guard where this process keeps freed memory and has mallinfo2, else None."""
         if not process_env.keeps_freed_memory():
             return None
-        libc = ctypes.CDLL(None)  # the symbols already loaded, glibc's among them
+        libc = process_env.glibc()
         if not hasattr(libc, "mallinfo2"):
             return None  # glibc before 2.33
         libc.mallinfo2.restype = MallInfo2
         libc.mallinfo2.argtypes = []
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.mallopt.restype = ctypes.c_int
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
         return cls(libc)
 
     def note_in_use(self) -> None:
-        """Record the bytes in use; call it after each forward and each backward pass."""
+        """Record the bytes in use. Call it after each forward and each backward pass."""
         if not self.fell_back:
             in_use = int(self._libc.mallinfo2().uordblks)
             self.peak_in_use = max(self.peak_in_use, in_use)
 
     def step_finished(self) -> bool:
-        """Check the heap after a step; return True when this call fell back."""
+        """Check the heap after a step and return True when this call fell back."""
         if self.fell_back:
             return False
         heap = int(self._libc.mallinfo2().arena)

@@ -80,7 +80,7 @@ class StepSettings:
     world_size: int = 1
     all_reduce: AllReduce | None = None
     # Called after each micro-batch's loss and after its backward pass, where a step
-    # holds the most memory (the heap guard reads the bytes in use there).
+    # uses the most memory (the heap guard reads the bytes in use there).
     memory_probe: Callable[[], None] | None = None
 
 
