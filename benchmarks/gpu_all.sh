@@ -15,7 +15,7 @@ uptime
     --result-name gpu_train_throughput --write-readme
 
 "$PYTHON" benchmarks/mfu.py --device cuda --matmul-size 8192 \
-    --rows 240 --batch-size 8 --max-length 1024 --warmup-steps 5 --steps 20 \
+    --rows 240 --batch-size 8 --max-length 1024 --warmup-steps 5 --steps 20 --repeats 2 \
     --result-name gpu_mfu --write-readme
 
 "$PYTHON" benchmarks/generation_speed.py --device cuda --precision bfloat16 \
