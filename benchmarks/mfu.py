@@ -54,8 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256, help="Tokens per sequence.")
     parser.add_argument("--warmup-steps", type=int, default=2, help="Untimed steps first.")
     parser.add_argument("--steps", type=int, default=4, help="Timed steps per run.")
-    # The machine is shared: one run's MFU moved by 5 points between quiet hours, so the
-    # table gives the median of several runs and their range.
+    # On a shared machine one run's MFU moved by 5 points from hour to hour, so the table
+    # gives the median of several runs and their range.
     parser.add_argument("--repeats", type=int, default=3, help="Runs of every precision.")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value.")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -36,6 +36,7 @@ from common import (
     ANNOTATIONS,
     MAX_INVALID_FRACTION,
     MODEL_ALIAS,
+    child_env,
     machine_info,
     markdown_table,
     median,
@@ -176,7 +177,10 @@ def main() -> int:
         order = list(CONTENDERS)
         order = order[repeat % len(order):] + order[: repeat % len(order)]
         for name in order:
-            training.append(run_child(script, ["--contender", name, "--steps", str(args.steps)]))
+            # Every contender starts with the training processes' memory settings, as
+            # `cringe train` and the Ray Train workers do.
+            arguments = ["--contender", name, "--steps", str(args.steps)]
+            training.append(run_child(script, arguments, child_env(training_env=True)))
             print(f"  {name}: {training[-1]['wall_s']:.1f} s wall", file=sys.stderr, flush=True)
     scoring = [run_child(script, ["--contender", f"score_{n}"]) for n in (1, 2)]
 

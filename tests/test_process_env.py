@@ -13,6 +13,7 @@ import pytest
 
 from cringe_core.process_env import (
     INT_MAX,
+    M_ARENA_MAX,
     M_MMAP_MAX,
     M_TRIM_THRESHOLD,
     TRAINING_ENV,
@@ -50,6 +51,7 @@ def test_training_env_sets_huge_pages_and_malloc() -> None:
         "THP_MEM_ALLOC_ENABLE": "1",
         "MALLOC_MMAP_MAX_": "0",
         "MALLOC_TRIM_THRESHOLD_": str(2**40),
+        "MALLOC_ARENA_MAX": "1",
     } == TRAINING_ENV
 
 
@@ -87,10 +89,11 @@ def test_large_tensors_get_huge_pages() -> None:
         assert disabled < 16 * 2**20
 
 
-# Allocates and frees a 256 MiB tensor a few times and reads glibc's own statistics
-# (mallinfo2): how many chunks the tensor added that are mapped on their own.
+# Allocates and frees a 256 MiB tensor a few times, in the main thread or in a new one as
+# Ray Train does, and reads glibc's own statistics (mallinfo2): how many chunks the tensor
+# added that are mapped on their own.
 REUSE_CHILD = """
-import ctypes, json
+import ctypes, json, sys, threading
 from cringe_core import process_env
 process_env.apply_to_this_process()
 import torch
@@ -99,18 +102,27 @@ from cringe_core.training.heap_guard import MallInfo2
 mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = MallInfo2
 mapped = []
-for _ in range(3):
-    before = mallinfo2().hblks
-    tensor = torch.ones(64 * 2**20)
-    mapped.append(mallinfo2().hblks - before)
-    del tensor
+
+def allocate():
+    for _ in range(3):
+        before = mallinfo2().hblks
+        tensor = torch.ones(64 * 2**20)
+        mapped.append(mallinfo2().hblks - before)
+        del tensor
+
+if sys.argv[1] == "thread":
+    thread = threading.Thread(target=allocate)
+    thread.start()
+    thread.join()
+else:
+    allocate()
 print(json.dumps({"mapped": max(mapped)}))
 """
 
 
-def malloc_statistics(environ: dict[str, str]) -> dict[str, int]:
+def malloc_statistics(environ: dict[str, str], where: str = "main") -> dict[str, int]:
     completed = subprocess.run(
-        [sys.executable, "-c", REUSE_CHILD], env=environ, capture_output=True, text=True
+        [sys.executable, "-c", REUSE_CHILD, where], env=environ, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr
     statistics: dict[str, int] = json.loads(completed.stdout.splitlines()[-1])
@@ -131,6 +143,21 @@ def test_large_tensors_come_from_the_heap() -> None:
 
     # Control: glibc's default maps each 256 MiB tensor on its own and unmaps it on free.
     default = malloc_statistics({**base, "MALLOC_MMAP_MAX_": "65536"})
+    assert default["mapped"] >= 1
+
+
+@pytest.mark.skipif(
+    not glibc_with_mallinfo2(), reason="the settings are glibc's, and mallinfo2 came in 2.33"
+)
+@pytest.mark.parametrize("applied", ["at start", "through mallopt"])
+def test_thread_tensors_come_from_the_heap(applied: str) -> None:
+    base = env_without_training_vars()
+    environ = {**base, **TRAINING_ENV} if applied == "at start" else base
+    assert malloc_statistics(environ, "thread")["mapped"] == 0
+
+    # Control: with glibc's default arenas, a new thread gets a secondary arena, which
+    # maps a 256 MiB tensor on its own even with mmap switched off.
+    default = malloc_statistics({**environ, "MALLOC_ARENA_MAX": "0"}, "thread")
     assert default["mapped"] >= 1
 
 
@@ -163,10 +190,14 @@ class RecordingMallopt:
 
 def test_mallopt_gets_c_int_values() -> None:
     mallopt = RecordingMallopt()
-    values = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+    values = {
+        "MALLOC_MMAP_MAX_": "0",
+        "MALLOC_TRIM_THRESHOLD_": str(2**40),
+        "MALLOC_ARENA_MAX": "1",
+    }
     assert set_malloc_options(values, mallopt) is True
     # A trim threshold beyond a C int becomes -1, mallopt's "never trim".
-    assert mallopt.calls == [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)]
+    assert mallopt.calls == [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_ARENA_MAX, 1)]
 
 
 def test_mallopt_clamps_and_skips_bad_values(caplog: pytest.LogCaptureFixture) -> None:
