@@ -30,9 +30,10 @@ def glibc_with_mallinfo2() -> bool:
 
 def env_without_training_vars() -> dict[str, str]:
     """Return this environment without the variables training processes start with."""
-    from cringe_core.process_env import TRAINING_ENV
+    from cringe_core.process_env import THREAD_MALLOC_ENV, TRAINING_ENV
 
-    return {name: value for name, value in os.environ.items() if name not in TRAINING_ENV}
+    names = {*TRAINING_ENV, *THREAD_MALLOC_ENV}
+    return {name: value for name, value in os.environ.items() if name not in names}
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import pytest
 
 from cringe_core.process_env import (
     INT_MAX,
-    M_ARENA_MAX,
     M_MMAP_MAX,
     M_TRIM_THRESHOLD,
+    THREAD_MALLOC_ENV,
     TRAINING_ENV,
     set_malloc_options,
     training_env,
@@ -51,8 +51,17 @@ def test_training_env_sets_huge_pages_and_malloc() -> None:
         "THP_MEM_ALLOC_ENABLE": "1",
         "MALLOC_MMAP_MAX_": "0",
         "MALLOC_TRIM_THRESHOLD_": str(2**40),
-        "MALLOC_ARENA_MAX": "1",
     } == TRAINING_ENV
+
+
+def test_thread_training_limits_arenas() -> None:
+    assert training_env({}, trains_in_thread=True) == {**TRAINING_ENV, "MALLOC_ARENA_MAX": "1"}
+    user_set = training_env({"MALLOC_ARENA_MAX": "0"}, trains_in_thread=True)
+    assert user_set["MALLOC_ARENA_MAX"] == "0"
+    # Without huge pages none of the malloc settings is added.
+    assert training_env({"THP_MEM_ALLOC_ENABLE": "0"}, trains_in_thread=True) == {
+        "THP_MEM_ALLOC_ENABLE": "0"
+    }
 
 
 def test_user_value_is_kept() -> None:
@@ -66,9 +75,11 @@ def test_user_value_is_kept() -> None:
 
 
 def test_ray_train_workers_inherit_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in TRAINING_ENV:
+    for name in {**TRAINING_ENV, **THREAD_MALLOC_ENV}:
         monkeypatch.delenv(name, raising=False)
     assert TRAINING_ENV.items() <= _worker_env().items()
+    # Ray Train runs the training function in a thread of its own.
+    assert _worker_env()["MALLOC_ARENA_MAX"] == "1"
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     assert _worker_env()["THP_MEM_ALLOC_ENABLE"] == "0"
 
@@ -90,8 +101,8 @@ def test_large_tensors_get_huge_pages() -> None:
 
 
 # Allocates and frees a 256 MiB tensor a few times, in the main thread or in a new one as
-# Ray Train does, and reads glibc's own statistics (mallinfo2): how many chunks the tensor
-# added that are mapped on their own.
+# Ray Train does. Prints how many chunks mapped on their own the tensor added, from glibc's
+# own statistics (mallinfo2).
 REUSE_CHILD = """
 import ctypes, json, sys, threading
 from cringe_core import process_env
@@ -149,10 +160,8 @@ def test_large_tensors_come_from_the_heap() -> None:
 @pytest.mark.skipif(
     not glibc_with_mallinfo2(), reason="the settings are glibc's, and mallinfo2 came in 2.33"
 )
-@pytest.mark.parametrize("applied", ["at start", "through mallopt"])
-def test_thread_tensors_come_from_the_heap(applied: str) -> None:
-    base = env_without_training_vars()
-    environ = {**base, **TRAINING_ENV} if applied == "at start" else base
+def test_thread_tensors_come_from_the_heap() -> None:
+    environ = {**env_without_training_vars(), **training_env({}, trains_in_thread=True)}
     assert malloc_statistics(environ, "thread")["mapped"] == 0
 
     # Control: with glibc's default arenas, a new thread gets a secondary arena, which
@@ -190,14 +199,10 @@ class RecordingMallopt:
 
 def test_mallopt_gets_c_int_values() -> None:
     mallopt = RecordingMallopt()
-    values = {
-        "MALLOC_MMAP_MAX_": "0",
-        "MALLOC_TRIM_THRESHOLD_": str(2**40),
-        "MALLOC_ARENA_MAX": "1",
-    }
+    values = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
     assert set_malloc_options(values, mallopt) is True
     # A trim threshold beyond a C int becomes -1, mallopt's "never trim".
-    assert mallopt.calls == [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_ARENA_MAX, 1)]
+    assert mallopt.calls == [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)]
 
 
 def test_mallopt_clamps_and_skips_bad_values(caplog: pytest.LogCaptureFixture) -> None:

@@ -188,4 +188,4 @@ def _worker_env() -> dict[str, str]:
     """Environment variables the training workers inherit from this process."""
     names = ("CRINGE_JOB_ID", "CRINGE_ATTEMPT", "CRINGE_CACHE_DIR", THREADS_ENV, "HF_HOME")
     inherited = {name: os.environ[name] for name in names if name in os.environ}
-    return {**training_env(), **inherited}
+    return {**training_env(trains_in_thread=True), **inherited}
