@@ -5,9 +5,9 @@ group in `worker_group_starts.jsonl` under the run folder (storage every node se
 This thread polls those files from the attempt's driver and reports what is new: metric
 points and progress, resumable checkpoints, and a `worker_group_restarted` event when
 Ray Train replaced a failed worker group; the job's phase is `recovering` from then until
-the new group logs a step past the checkpoint it resumed from, and for at least one
-polling interval. The report client keys
-every write, so a step a restarted group trains again is not sent twice.
+the new group logs a step past the checkpoint it resumed from, and for at least
+`MIN_RECOVERING_S`. The report client keys every write, so a step a restarted group
+trains again is not sent twice.
 
 Reporting from the driver rather than from rank 0 keeps the buffer of unsent reports
 alive when a training worker is killed.
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,9 @@ log = stamped(__name__)
 
 WORKER_GROUP_STARTS_FILE = "worker_group_starts.jsonl"
 _CHECKPOINT_PREFIX = "step-"
+# A small model's new worker group can train past its checkpoint within a second, so the
+# phase is held long enough for a client polling every 2 s (the dashboard) to see it.
+MIN_RECOVERING_S = 5.0
 
 
 def record_worker_group_start(output_dir: Path, resume_step: int | None) -> None:
@@ -38,18 +43,22 @@ def record_worker_group_start(output_dir: Path, resume_step: int | None) -> None
 
 class ProgressTail:
     def __init__(self, client: ReportClient, output_dir: Path, total_steps: int,
-                 round_index: int = 0, interval_s: float = 1.0) -> None:
+                 round_index: int = 0, interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.output_dir = output_dir
         self.total_steps = total_steps
         self.round_index = round_index
         self.interval_s = interval_s
+        self._clock = clock
         self._reported_steps: set[int] = set()
         self._checkpoints: set[str] = set()
         self._starts_seen = 0
         self._first_start = 0  # index of this attempt's first start in the file
-        # Set while a restarted worker group has not yet trained past this step.
+        # Set from a restart of the worker group until the phase goes back to `train`.
         self._recovering_from: int | None = None
+        self._recovering_since = 0.0  # clock time of the restart's report
+        self._trained_past_checkpoint = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress-tail", daemon=True)
 
@@ -63,7 +72,8 @@ class ProgressTail:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        self.poll()  # what the last interval wrote
+        # What the last interval wrote. The run is over, so a finished recovery is not held.
+        self.poll(final=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -72,12 +82,9 @@ class ProgressTail:
             except (OSError, ValueError) as error:  # a file mid-write; read it next time
                 log.info("progress not read this time: %s", error)
 
-    def poll(self) -> None:
-        restarted = self._report_restarts()
-        # A restart seen in this poll keeps `recovering` until the next one, even when the
-        # new group has already trained past its checkpoint, so that the phase is shown
-        # for at least one interval instead of being replaced at once.
-        self._report_metrics(keep_recovering=restarted)
+    def poll(self, final: bool = False) -> None:
+        self._report_restarts()
+        self._report_metrics(final)
         self._report_checkpoints()
 
     def _read_lines(self, name: str) -> list[dict[str, Any]]:
@@ -88,7 +95,7 @@ class ProgressTail:
         # Only whole lines: the writer may be in the middle of the last one.
         return [json.loads(line) for line in lines if line.endswith("}")]
 
-    def _report_metrics(self, keep_recovering: bool = False) -> None:
+    def _report_metrics(self, final: bool) -> None:
         newest = None
         for line in self._read_lines("metrics.jsonl"):
             step = int(line["step"])
@@ -97,14 +104,26 @@ class ProgressTail:
             self._reported_steps.add(step)
             self.client.metrics(step, line["metrics"], iteration=self.round_index)
             newest = max(step, newest or 0)
-        if newest is None:
+        recovering_from = self._recovering_from
+        if recovering_from is not None and newest is not None and newest > recovering_from:
+            self._trained_past_checkpoint = True
+        phase = self._phase_after_recovery(final)
+        if newest is None and phase is None:
             return
-        phase = None
-        moved_on = self._recovering_from is not None and newest > self._recovering_from
-        if moved_on and not keep_recovering:
-            phase, self._recovering_from = "train", None  # training moves on again
-        self.client.status("running", phase=phase, step=newest, total_steps=self.total_steps,
+        latest = newest if newest is not None else max(self._reported_steps, default=None)
+        self.client.status("running", phase=phase, step=latest, total_steps=self.total_steps,
                            round_index=self.round_index or None)
+
+    def _phase_after_recovery(self, final: bool) -> str | None:
+        """Return `train` once a restarted group has trained on and the hold has passed."""
+        if self._recovering_from is None or not self._trained_past_checkpoint:
+            return None
+        held_s = self._clock() - self._recovering_since
+        if held_s < MIN_RECOVERING_S and not final:
+            return None
+        self._recovering_from = None
+        self._trained_past_checkpoint = False
+        return "train"
 
     def _report_checkpoints(self) -> None:
         root = self.output_dir / "checkpoints"
@@ -120,10 +139,9 @@ class ProgressTail:
             self.client.checkpoint(step, "resumable", str(path),
                                    round_index=self.round_index or None)
 
-    def _report_restarts(self) -> bool:
-        """Report restarts of the worker group not reported yet; return whether any was."""
+    def _report_restarts(self) -> None:
+        """Report restarts of the worker group not reported yet."""
         starts = self._read_lines(WORKER_GROUP_STARTS_FILE)
-        restarted = False
         for number, start in enumerate(starts[self._starts_seen:], self._starts_seen):
             if number == self._first_start:
                 continue  # this attempt's first start of the group is not a recovery
@@ -139,6 +157,6 @@ class ProgressTail:
                 step=number, level="warning", data={"resume_step": resume_step},
             )
             self._recovering_from = resume_step or 0
-            restarted = True
+            self._recovering_since = self._clock()
+            self._trained_past_checkpoint = False
         self._starts_seen = max(self._starts_seen, len(starts))
-        return restarted

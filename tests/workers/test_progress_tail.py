@@ -1,4 +1,4 @@
-"""The progress tail shows `recovering` for at least one poll after a worker-group restart."""
+"""The progress tail shows `recovering` after a worker-group restart, for a minimum time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from workers.progress_tail import ProgressTail, record_worker_group_start
+from workers.progress_tail import MIN_RECOVERING_S, ProgressTail, record_worker_group_start
 
 
 class RecordingClient:
@@ -35,14 +35,30 @@ def log_steps(folder: Path, steps: range) -> None:
             handle.write(json.dumps({"step": step, "metrics": {"loss": 1.0}}) + "\n")
 
 
-def test_restart_and_new_steps_in_one_poll(tmp_path: Path) -> None:
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def started_tail(folder: Path) -> tuple[ProgressTail, RecordingClient, FakeClock]:
+    """Return a tail that has reported steps 1 to 4 of the attempt's first worker group."""
     client = RecordingClient()
-    tail = ProgressTail(client, tmp_path, total_steps=10)  # type: ignore[arg-type]
-    # The thread is not started: the test polls by hand. The attempt's first start of
+    clock = FakeClock()
+    tail = ProgressTail(client, folder, total_steps=10, clock=clock)  # type: ignore[arg-type]
+    # The thread is not started: the tests poll by hand. The attempt's first start of
     # the worker group is no restart.
-    record_worker_group_start(tmp_path, None)
-    log_steps(tmp_path, range(1, 5))
+    record_worker_group_start(folder, None)
+    log_steps(folder, range(1, 5))
     tail.poll()
+    assert client.phase is None
+    return tail, client, clock
+
+
+def test_restart_and_new_steps_in_one_poll(tmp_path: Path) -> None:
+    tail, client, clock = started_tail(tmp_path)
 
     # The group restarts from step 2 and trains past it before the next poll.
     record_worker_group_start(tmp_path, 2)
@@ -50,6 +66,61 @@ def test_restart_and_new_steps_in_one_poll(tmp_path: Path) -> None:
     tail.poll()
     assert client.phase == "recovering"
 
+    # New steps within the minimum time keep the phase.
+    clock.now += MIN_RECOVERING_S / 2
     log_steps(tmp_path, range(7, 8))
     tail.poll()
+    assert client.phase == "recovering"
+
+    # Once it has passed, the phase goes back even when no new step came in this poll.
+    clock.now += MIN_RECOVERING_S
+    tail.poll()
+    assert client.phase == "train"
+
+
+def test_recovering_until_past_checkpoint(tmp_path: Path) -> None:
+    tail, client, clock = started_tail(tmp_path)
+    record_worker_group_start(tmp_path, 4)
+    tail.poll()
+    assert client.phase == "recovering"
+
+    # The new group is still loading, and time alone does not end the phase.
+    clock.now += 10 * MIN_RECOVERING_S
+    tail.poll()
+    assert client.phase == "recovering"
+
+    log_steps(tmp_path, range(5, 6))
+    tail.poll()
+    assert client.phase == "train"
+
+
+def test_second_restart_restarts_hold(tmp_path: Path) -> None:
+    tail, client, clock = started_tail(tmp_path)
+    record_worker_group_start(tmp_path, 2)
+    log_steps(tmp_path, range(5, 6))
+    tail.poll()
+    clock.now += MIN_RECOVERING_S - 1
+
+    # A second restart before the hold ends starts it again, from its own checkpoint.
+    record_worker_group_start(tmp_path, 4)
+    tail.poll()
+    clock.now += 2
+    log_steps(tmp_path, range(6, 7))
+    tail.poll()
+    assert client.phase == "recovering"
+
+    clock.now += MIN_RECOVERING_S
+    tail.poll()
+    assert client.phase == "train"
+
+
+def test_final_poll_ends_hold(tmp_path: Path) -> None:
+    tail, client, _ = started_tail(tmp_path)
+    record_worker_group_start(tmp_path, 2)
+    log_steps(tmp_path, range(5, 11))
+    tail.poll()
+    assert client.phase == "recovering"
+
+    # The run ended within the minimum time: a finished job does not stay `recovering`.
+    tail.poll(final=True)
     assert client.phase == "train"
