@@ -107,12 +107,10 @@ def main() -> None:
     for precision, precision_runs in runs.items():
         run_tokens_per_s = [run["tokens"] / sum(run["step_times_s"]) for run in precision_runs]
         tokens_per_s = median(run_tokens_per_s)
-        achieved = flops_per_token * precision_runs[0]["parameters"] * tokens_per_s
+        flops_per_trained_token = flops_per_token * precision_runs[0]["parameters"]
+        achieved = flops_per_trained_token * tokens_per_s
         mfu = achieved / peaks[precision]
-        run_mfus = [
-            flops_per_token * precision_runs[0]["parameters"] * rate / peaks[precision]
-            for rate in run_tokens_per_s
-        ]
+        run_mfus = [flops_per_trained_token * rate / peaks[precision] for rate in run_tokens_per_s]
         done_flops_per_s = median([work_done_flops(run, flops_per_token) for run in precision_runs])
         summary[precision] = {
             "tokens_per_s": tokens_per_s,
